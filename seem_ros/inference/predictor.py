@@ -1,0 +1,289 @@
+"""Encode an image once, then answer any number of prompts on the cached features.
+
+Modelled on SAM's predictor: `set_image` runs the backbone and pixel decoder (the expensive part)
+and keeps the result; every `predict_*` call runs only the prompt decoder. Results come back at the
+original image resolution."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..model.decoder import DecoderOutput, ImageFeatures, SpatialTokens
+from ..model.language import Tokenizer
+from ..model.seem import SeemModel
+from .prompts import VisualPrompt, rasterize
+
+BACKGROUND = "background"
+OTHERS = "others"
+
+
+@dataclass
+class ImageEmbedding:
+    """Cached features of one image plus the geometry needed to map results back."""
+    features: ImageFeatures
+    orig_size: Tuple[int, int]        # (H, W) of the input image
+    input_size: Tuple[int, int]       # after resizing to the short side
+    padded_size: Tuple[int, int]      # after padding to a multiple of 32
+
+
+@dataclass
+class Segmentation:
+    """N masks at the original resolution, with everything the node and the tracker need."""
+    masks: np.ndarray                 # [N, H, W] bool
+    scores: np.ndarray                # [N] mask confidence: mean foreground probability inside the mask
+    labels: List[str]                 # [N] vocabulary label ("others" when no class fits), or phrase
+    label_ids: np.ndarray             # [N] index into the vocabulary, -1 for "others"/phrases
+    label_scores: np.ndarray          # [N] probability of the label (text: cosine similarity)
+    embeddings: np.ndarray            # [N, C] normalised query class embedding (appearance/identity)
+    logits: Tensor                    # [N, H/4, W/4] low-res mask logits: memory for the next round
+    query_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
+@dataclass
+class Panoptic:
+    segments: np.ndarray              # [H, W] int32, 0 = no segment, k = segments[k-1]
+    ids: np.ndarray                   # [S] segment ids 1..S
+    label_ids: np.ndarray             # [S] vocabulary index
+    labels: List[str]
+    scores: np.ndarray                # [S]
+
+
+class SeemPredictor:
+    def __init__(self, model: SeemModel, device: str | torch.device = "cpu", short_side: Optional[int] = None,
+                 vocabulary: Sequence[str] = (), point_radius: int = 1, dtype: torch.dtype = torch.float32):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.short_side = short_side or model.cfg.short_side
+        self.point_radius = point_radius
+        self.tokenizer = Tokenizer(model.cfg.language.context_length)
+        self.embedding: Optional[ImageEmbedding] = None
+        self.vocabulary: List[str] = []
+        self._vocab_emb: Optional[Tensor] = None
+        self._vocab_cache: dict = {}
+        if vocabulary:
+            self.set_vocabulary(vocabulary)
+
+    # ----------------------------------------------------------------- image
+    def input_size(self, h: int, w: int) -> Tuple[int, int]:
+        s = self.short_side / min(h, w)
+        return max(int(round(h * s)), 1), max(int(round(w * s)), 1)
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray) -> ImageEmbedding:
+        """image: [H, W, 3] uint8 RGB. Runs the image encoder once and caches the result."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        ih, iw = self.input_size(h, w)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        if (ih, iw) != (h, w):
+            # Bicubic with antialias, rounded to uint8 levels like the official PIL resize.
+            x = F.interpolate(x, size=(ih, iw), mode="bicubic", antialias=True, align_corners=False)
+            x = x.clamp(0, 255).round()
+        feats = self.model.encode_image(x)
+        ph, pw = feats.mask_features.shape[-2] * 4, feats.mask_features.shape[-1] * 4
+        self.embedding = ImageEmbedding(feats, (h, w), (ih, iw), (ph, pw))
+        return self.embedding
+
+    def _emb(self, embedding: Optional[ImageEmbedding]) -> ImageEmbedding:
+        emb = embedding or self.embedding
+        if emb is None:
+            raise RuntimeError("no image: call set_image first")
+        return emb
+
+    # ----------------------------------------------------------------- vocabulary
+    @torch.inference_mode()
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        """Class names for labels, panoptic and semantic output. Embeddings are computed once per
+        name (prompt templates averaged) and cached; "background" is appended as no-object."""
+        names = [n.strip() for n in names if n and n.strip()]
+        missing = [n for n in names + [BACKGROUND] if n not in self._vocab_cache]
+        if missing:
+            emb = self.model.text_encoder.encode_vocabulary(missing)
+            self._vocab_cache.update(zip(missing, emb))
+        self.vocabulary = list(names)
+        self._vocab_emb = torch.stack([self._vocab_cache[n] for n in names + [BACKGROUND]])
+
+    def _labels(self, embeds: Tensor) -> Tuple[List[str], np.ndarray, np.ndarray]:
+        if self._vocab_emb is None or not self.vocabulary:
+            n = len(embeds)
+            return [OTHERS] * n, np.full(n, -1), np.zeros(n, np.float32)
+        prob = self.model.similarity(embeds, self._vocab_emb, clamp=False).softmax(-1)
+        score, idx = prob.max(-1)
+        idx = idx.cpu().numpy()
+        nv = len(self.vocabulary)
+        labels = [self.vocabulary[i] if i < nv else OTHERS for i in idx]
+        return labels, np.where(idx < nv, idx, -1), score.float().cpu().numpy()
+
+    # ----------------------------------------------------------------- outputs
+    def upsample(self, logits: Tensor, emb: ImageEmbedding) -> Tensor:
+        """Low-res logits [N, h, w] -> logits at the original size [N, H, W], as the official
+        post-processing: bilinear to padded size, crop, bicubic to the original size."""
+        if logits.shape[0] == 0:
+            return logits.new_zeros((0, *emb.orig_size))
+        x = F.interpolate(logits[None].float(), size=emb.padded_size, mode="bilinear", align_corners=False)
+        x = x[..., :emb.input_size[0], :emb.input_size[1]]
+        if emb.input_size != emb.orig_size:
+            x = F.interpolate(x, size=emb.orig_size, mode="bicubic", align_corners=False,
+                              antialias=emb.orig_size[0] < emb.input_size[0])
+        return x[0]
+
+    def _result(self, logits: Tensor, embeds: Tensor, emb: ImageEmbedding, query_index: Tensor,
+                labels=None, label_ids=None, label_scores=None) -> Segmentation:
+        full = self.upsample(logits, emb)
+        masks = full > 0
+        prob = full.sigmoid()
+        area = masks.flatten(1).sum(1)
+        scores = ((prob * masks).flatten(1).sum(1) / area.clamp(min=1)).cpu().numpy()
+        if labels is None:
+            labels, label_ids, label_scores = self._labels(embeds)
+        e = embeds / (embeds.norm(dim=-1, keepdim=True) + 1e-7)
+        return Segmentation(masks.cpu().numpy(), scores.astype(np.float32), list(labels), np.asarray(label_ids),
+                            np.asarray(label_scores, np.float32), e.float().cpu().numpy(), logits.detach(),
+                            query_index.cpu().numpy())
+
+    # ----------------------------------------------------------------- text
+    @torch.inference_mode()
+    def predict_text(self, phrases: Sequence[str], embedding: Optional[ImageEmbedding] = None) -> Segmentation:
+        """One mask per phrase: the grounding query whose embedding best matches the phrase."""
+        emb = self._emb(embedding)
+        phrases = [p.strip() for p in phrases]
+        if not phrases or not all(phrases):
+            raise ValueError("text prompt needs at least one non-empty phrase")
+        ids, att = self.tokenizer(phrases)
+        grounding, class_emb = self.model.grounding_tokens(ids.to(self.device), att.to(self.device))
+        out = self.model.decode(emb.features, grounding=grounding)
+        sim = self.model.similarity(out.grounding_embeds[0], class_emb)        # [Q, P]
+        best = sim.argmax(0)                                                   # [P]
+        v = out.grounding_embeds[0, best]
+        cos = F.cosine_similarity(v, class_emb, dim=-1)
+        return self._result(out.grounding_masks[0, best], v, emb, best, labels=phrases,
+                            label_ids=np.full(len(phrases), -1), label_scores=cos.float().cpu().numpy())
+
+    # ----------------------------------------------------------------- visual prompts
+    def spatial_tokens(self, prompts: Sequence[VisualPrompt], embedding: Optional[ImageEmbedding] = None) -> SpatialTokens:
+        emb = self._emb(embedding)
+        if not prompts:
+            raise ValueError("no visual prompt given")
+        pos, neg = rasterize(prompts, emb.orig_size, emb.input_size, emb.padded_size, self.point_radius)
+        pos = torch.from_numpy(pos)[None].to(self.device)
+        neg = torch.from_numpy(neg)[None].to(self.device)
+        return self.model.spatial_tokens(emb.features, pos, neg)
+
+    @torch.inference_mode()
+    def predict(self, prompts: Sequence[VisualPrompt], memory: Optional[Tensor] = None,
+                embedding: Optional[ImageEmbedding] = None, tokens: Optional[SpatialTokens] = None) -> Segmentation:
+        """One mask per visual prompt, all prompts in one decoder pass.
+
+        memory: previous low-res logits [ns, h, w] (a Segmentation's `logits`) for multi-round
+        refinement, or the previous frame's masks when tracking. tokens: precomputed spatial tokens,
+        e.g. from a reference image (then `prompts` may be empty)."""
+        emb = self._emb(embedding)
+        if tokens is None:
+            tokens = self.spatial_tokens(prompts, emb)
+        if memory is not None:
+            memory = memory.to(self.device, self.dtype)
+            if memory.dim() == 2:
+                memory = memory[None]
+            if memory.shape[0] != tokens.num_prompts:
+                raise ValueError(f"{memory.shape[0]} memory masks for {tokens.num_prompts} prompts")
+            memory = memory[None]
+        out = self.model.decode(emb.features, spatial=tokens, memory=memory)
+        return self._result(out.prompt_masks[0], out.prompt_embeds[0], emb, out.prompt_choice[0])
+
+    @torch.inference_mode()
+    def reference_tokens(self, prompts: Sequence[VisualPrompt], embedding: ImageEmbedding) -> SpatialTokens:
+        """Prompt tokens taken on a reference image, to segment the same things on other images
+        (pass them as `predict(tokens=...)`)."""
+        return self.spatial_tokens(prompts, embedding)
+
+    # ----------------------------------------------------------------- generic segmentation
+    @torch.inference_mode()
+    def _object_queries(self, emb: ImageEmbedding) -> Tuple[Tensor, Tensor, Tensor]:
+        """Class logits [Q, K+1] (compute_similarity: unclamped temperature), mask logits, embeds."""
+        if self._vocab_emb is None or not self.vocabulary:
+            raise RuntimeError("generic segmentation needs a vocabulary: call set_vocabulary")
+        out = self.model.decode(emb.features)
+        cls = self.model.similarity(out.object_embeds[0], self._vocab_emb, clamp=False)
+        return cls, out.object_masks[0], out.object_embeds[0]
+
+    @torch.inference_mode()
+    def panoptic(self, embedding: Optional[ImageEmbedding] = None, score_threshold: float = 0.8,
+                 overlap_threshold: float = 0.8, stuff: Sequence[str] = ()) -> Panoptic:
+        """Official panoptic inference over the current vocabulary: keep confident non-background
+        queries, assign each pixel to argmax(score * prob), drop mostly-hidden segments, merge stuff."""
+        emb = self._emb(embedding)
+        cls, masks, _ = self._object_queries(emb)
+        scores, labels = cls.softmax(-1).max(-1)
+        keep = (labels != len(self.vocabulary)) & (scores > score_threshold)
+        h, w = emb.orig_size
+        seg = np.zeros((h, w), np.int32)
+        ids, lids, names, scs = [], [], [], []
+        if keep.any():
+            prob = self.upsample(masks[keep], emb).sigmoid()
+            sc, lab = scores[keep], labels[keep]
+            owner = (sc[:, None, None] * prob).argmax(0)
+            stuff_ids: dict = {}
+            segt = torch.zeros((h, w), dtype=torch.int32)
+            for k in range(len(sc)):
+                own = owner == k
+                orig = prob[k] >= 0.5
+                m = own & orig
+                area, oarea = int(own.sum()), int(orig.sum())
+                if area == 0 or oarea == 0 or int(m.sum()) == 0 or area / oarea < overlap_threshold:
+                    continue
+                name = self.vocabulary[int(lab[k])]
+                if name in stuff and name in stuff_ids:
+                    segt[m] = stuff_ids[name]
+                    continue
+                sid = len(ids) + 1
+                stuff_ids.setdefault(name, sid) if name in stuff else None
+                segt[m] = sid
+                ids.append(sid), lids.append(int(lab[k])), names.append(name), scs.append(float(sc[k]))
+            seg = segt.numpy()
+        return Panoptic(seg, np.asarray(ids, np.int32), np.asarray(lids, np.int64), names, np.asarray(scs, np.float32))
+
+    @torch.inference_mode()
+    def semantic(self, embedding: Optional[ImageEmbedding] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-pixel class index (into the vocabulary) and its confidence in 0..1."""
+        emb = self._emb(embedding)
+        cls, masks, _ = self._object_queries(emb)
+        prob = cls.softmax(-1)[:, :-1]
+        sem = torch.einsum("qc,qhw->chw", prob, masks.sigmoid())              # low-res, then upsample
+        full = self.upsample(sem.logit(eps=1e-6), emb).sigmoid()
+        conf, idx = full.max(0)
+        return idx.numpy().astype(np.int32), conf.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def instances(self, embedding: Optional[ImageEmbedding] = None, topk: int = 20,
+                  min_score: float = 0.0) -> Segmentation:
+        """Official instance inference: top-k (query, class) pairs, score = class prob * mask score."""
+        emb = self._emb(embedding)
+        cls, masks, embeds = self._object_queries(emb)
+        prob = cls.softmax(-1)[:, :-1]
+        nc = prob.shape[1]
+        sc, flat = prob.flatten().topk(min(topk, prob.numel()))
+        q, c = flat // nc, flat % nc
+        res = self._result(masks[q], embeds[q], emb, q,
+                           labels=[self.vocabulary[i] for i in c.tolist()], label_ids=c.numpy(),
+                           label_scores=sc.float().numpy())
+        res.scores = res.scores * res.label_scores
+        keep = res.scores >= min_score
+        return _select(res, keep)
+
+
+def _select(r: Segmentation, keep: np.ndarray) -> Segmentation:
+    idx = np.nonzero(keep)[0]
+    return Segmentation(r.masks[idx], r.scores[idx], [r.labels[i] for i in idx], r.label_ids[idx],
+                        r.label_scores[idx], r.embeddings[idx], r.logits[torch.from_numpy(idx)],
+                        r.query_index[idx] if len(r.query_index) else r.query_index)

@@ -1,0 +1,145 @@
+"""Visual prompts and their rasterisation into SEEM's positive / negative prompt masks.
+
+Every visual prompt becomes a binary mask at the model's padded input size, one positive and one
+negative mask per object, as SEEM takes them. Coordinates are pixels of the original image."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass
+class VisualPrompt:
+    """One object's prompt. Any combination of the fields may be given; all are positive evidence
+    except points labelled 0 and `negative_mask`."""
+    points: Optional[np.ndarray] = None        # [K, 2] (x, y) pixels
+    labels: Optional[np.ndarray] = None        # [K] 1 = positive, 0 = negative (default all positive)
+    boxes: Optional[np.ndarray] = None         # [M, 4] x0, y0, x1, y1 pixels; filled
+    scribbles: List[np.ndarray] = field(default_factory=list)   # polylines [K, 2] (x, y)
+    polygons: List[np.ndarray] = field(default_factory=list)    # closed, filled [K, 2] (x, y)
+    mask: Optional[np.ndarray] = None          # [H, W] bool, original image size
+    negative_mask: Optional[np.ndarray] = None  # [H, W] bool
+    negative_scribbles: List[np.ndarray] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return (not _n(self.points) and not _n(self.boxes) and not self.scribbles and not self.polygons
+                and self.mask is None and self.negative_mask is None and not self.negative_scribbles)
+
+    def with_points(self, points, labels) -> "VisualPrompt":
+        """A copy with more clicks added (corrective rounds accumulate clicks)."""
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        lab = np.asarray(labels, np.int64).reshape(-1)
+        old_p = np.zeros((0, 2)) if self.points is None else np.asarray(self.points, np.float64).reshape(-1, 2)
+        old_l = np.ones(len(old_p), np.int64) if self.labels is None else np.asarray(self.labels).reshape(-1)
+        return VisualPrompt(np.concatenate([old_p, pts]), np.concatenate([old_l, lab]), self.boxes,
+                            list(self.scribbles), list(self.polygons), self.mask, self.negative_mask,
+                            list(self.negative_scribbles))
+
+
+def _n(a) -> int:
+    return 0 if a is None else int(np.asarray(a).size)
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be used (e.g. every point outside the image)."""
+
+
+def rasterize(prompts: Sequence[VisualPrompt], orig_size: Tuple[int, int], input_size: Tuple[int, int],
+              padded_size: Tuple[int, int], point_radius: int = 1, line_width: int = 3) -> Tuple[np.ndarray, np.ndarray]:
+    """Prompts -> (positive, negative) bool masks [ns, Hp, Wp] at padded input size.
+
+    A click is a (2r+1)^2 square (SEEM's 3x3 dilation of a click for r=1), a scribble a polyline of
+    `line_width`, a box and a polygon are filled. Parts outside the image are clipped; a prompt that
+    leaves no positive pixel raises PromptError."""
+    oh, ow = orig_size
+    ih, iw = input_size
+    sx, sy = iw / ow, ih / oh
+    ns = len(prompts)
+    pos = np.zeros((ns, *padded_size), bool)
+    neg = np.zeros((ns, *padded_size), bool)
+    for i, p in enumerate(prompts):
+        P, N = pos[i, :ih, :iw], neg[i, :ih, :iw]      # views: drawing stays inside the image
+        if _n(p.points):
+            pts = np.asarray(p.points, np.float64).reshape(-1, 2)
+            lab = np.ones(len(pts), np.int64) if p.labels is None else np.asarray(p.labels).reshape(-1)
+            if len(lab) != len(pts):
+                raise PromptError(f"prompt {i}: {len(pts)} points but {len(lab)} labels")
+            for (x, y), l in zip(pts, lab):
+                _square(P if l else N, x * sx, y * sy, point_radius)
+        if _n(p.boxes):
+            for x0, y0, x1, y1 in np.asarray(p.boxes, np.float64).reshape(-1, 4):
+                x0, x1 = sorted((x0 * sx, x1 * sx))
+                y0, y1 = sorted((y0 * sy, y1 * sy))
+                c0, c1 = int(np.clip(np.floor(x0), 0, iw)), int(np.clip(np.ceil(x1), 0, iw))
+                r0, r1 = int(np.clip(np.floor(y0), 0, ih)), int(np.clip(np.ceil(y1), 0, ih))
+                P[r0:r1, c0:c1] = True
+        for line in p.scribbles:
+            _polyline(P, np.asarray(line, np.float64).reshape(-1, 2) * (sx, sy), line_width)
+        for line in p.negative_scribbles:
+            _polyline(N, np.asarray(line, np.float64).reshape(-1, 2) * (sx, sy), line_width)
+        for poly in p.polygons:
+            P |= _fill_polygon(np.asarray(poly, np.float64).reshape(-1, 2) * (sx, sy), (ih, iw))
+        if p.mask is not None:
+            P |= _resize_mask(_check_mask(p.mask, orig_size, i), (ih, iw))
+        if p.negative_mask is not None:
+            N |= _resize_mask(_check_mask(p.negative_mask, orig_size, i), (ih, iw))
+        if not P.any():
+            raise PromptError(f"prompt {i}: no positive pixel inside the image")
+        N &= ~P                                           # a pixel cannot be both
+    return pos, neg
+
+
+def _check_mask(m, size, i) -> np.ndarray:
+    m = np.asarray(m)
+    if m.shape != tuple(size):
+        raise PromptError(f"prompt {i}: mask of shape {m.shape}, image is {tuple(size)}")
+    return m.astype(bool)
+
+
+def _square(canvas: np.ndarray, x: float, y: float, r: int) -> None:
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return
+    h, w = canvas.shape
+    cx, cy = int(np.floor(x)), int(np.floor(y))
+    canvas[max(cy - r, 0):max(min(cy + r + 1, h), 0), max(cx - r, 0):max(min(cx + r + 1, w), 0)] = True
+
+
+def _polyline(canvas: np.ndarray, pts: np.ndarray, width: int) -> None:
+    r = max(width // 2, 0)
+    if len(pts) == 1:
+        _square(canvas, pts[0, 0], pts[0, 1], r)
+    for a, b in zip(pts[:-1], pts[1:]):
+        n = int(np.ceil(np.abs(b - a).max())) + 1
+        for x, y in np.linspace(a, b, n):
+            _square(canvas, x, y, r)
+
+
+def _fill_polygon(poly: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Even-odd fill, testing pixel centres; vectorised over the polygon's bounding box."""
+    h, w = size
+    out = np.zeros(size, bool)
+    if len(poly) < 3:
+        return out
+    x0, y0 = np.clip(np.floor(poly.min(0)).astype(int), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(poly.max(0)).astype(int) + 1, 0, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5
+    inside = np.zeros(xs.shape, bool)
+    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+        crosses = (ay > ys) != (by > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = ax + (ys - ay) * (bx - ax) / (by - ay)
+        inside ^= crosses & (xs < xi)
+    out[y0:y1, x0:x1] = inside
+    return out
+
+
+def _resize_mask(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize by index arithmetic (no image library needed)."""
+    h, w = m.shape
+    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
+    return m[rows[:, None], cols[None, :]]

@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+package_name = "seem_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["seem_ros", "seem_ros.*"]),
+    package_data={"seem_ros": ["weights/*.pt", "weights/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+    ],
+    install_requires=["numpy", "torch", "instant-clip-tokenizer"],
+    zip_safe=False,
+    maintainer="seem_ros developers",
+    description="SEEM segmentation for ROS 2: text, clicks, boxes, scribbles; tracking and poses.",
+    license="Apache-2.0",
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": []},
+)

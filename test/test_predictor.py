@@ -1,0 +1,155 @@
+"""Every prompt path of the inference layer, on the tiny config and the full Focal-T.
+
+Weights are seeded random init: these tests check shapes, determinism and structural invariants
+(caching, prompt isolation, negative clicks, memory), not segmentation quality."""
+import numpy as np
+import pytest
+import torch
+
+from seem_ros.inference import PromptError, VisualPrompt
+from model_fixtures import predictor, scene
+
+VOCAB = ["red cube", "blue sphere", "green cylinder"]
+
+
+@pytest.fixture(params=["tiny", "focalt"])
+def pred(request):
+    return predictor(request.param, short_side=96 if request.param == "focalt" else 128, vocabulary=VOCAB)
+
+
+def test_set_image_geometry(pred):
+    emb = pred.set_image(scene(120, 160))
+    assert emb.orig_size == (120, 160)
+    assert emb.input_size == (pred.short_side, round(160 * pred.short_side / 120))
+    assert emb.padded_size[0] % 32 == 0 and emb.padded_size[1] % 32 == 0
+    assert emb.padded_size[0] >= emb.input_size[0] and emb.padded_size[1] >= emb.input_size[1]
+
+
+def test_text_one_mask_per_phrase(pred):
+    pred.set_image(scene())
+    r = pred.predict_text(["the red mug", "blue sphere"])
+    assert r.masks.shape == (2, 120, 160) and r.masks.dtype == bool
+    assert r.labels == ["the red mug", "blue sphere"]
+    assert np.all((r.scores >= 0) & (r.scores <= 1))
+    assert r.embeddings.shape[0] == 2
+    np.testing.assert_allclose(np.linalg.norm(r.embeddings, axis=1), 1, rtol=1e-4)
+    with pytest.raises(ValueError):
+        pred.predict_text([""])
+
+
+def test_points_boxes_scribbles_polygons_masks(pred):
+    pred.set_image(scene())
+    m = np.zeros((120, 160), bool)
+    m[10:30, 10:40] = True
+    prompts = [
+        VisualPrompt(points=[[50, 40]], labels=[1]),
+        VisualPrompt(boxes=[[20, 20, 60, 70]]),
+        VisualPrompt(scribbles=[np.array([[90, 60], [120, 80], [140, 70]])]),
+        VisualPrompt(polygons=[np.array([[100, 10], [150, 10], [125, 50]])]),
+        VisualPrompt(mask=m),
+    ]
+    r = pred.predict(prompts)
+    assert r.masks.shape == (5, 120, 160)
+    assert len(r.labels) == 5 and all(l in VOCAB + ["others"] for l in r.labels)
+    assert np.all((r.label_scores >= 0) & (r.label_scores <= 1))
+    assert r.logits.shape[0] == 5
+    # Chosen candidate of prompt k is one of its own 3 spatial queries.
+    assert all(3 * k <= q < 3 * k + 3 for k, q in enumerate(r.query_index))
+
+
+def test_negative_click_changes_mask(pred):
+    pred.set_image(scene())
+    a = pred.predict([VisualPrompt(points=[[60, 50]])])
+    b = pred.predict([VisualPrompt(points=[[60, 50], [70, 55]], labels=[1, 0])])
+    assert not np.array_equal(a.logits.numpy(), b.logits.numpy())
+
+
+def test_deterministic_and_cache_equals_fresh_encode(pred):
+    img = scene()
+    emb = pred.set_image(img)
+    prompts = [VisualPrompt(points=[[30, 30], [100, 90]], labels=[1, 0]), VisualPrompt(boxes=[[80, 10, 150, 60]])]
+    r1 = pred.predict(prompts)
+    pred.predict_text(["something else"])           # other prompts in between use the same cache
+    r2 = pred.predict(prompts, embedding=emb)
+    pred.set_image(img)                              # fresh encode
+    r3 = pred.predict(prompts)
+    for r in (r2, r3):
+        assert torch.equal(r1.logits, r.logits)
+        assert np.array_equal(r1.masks, r.masks)
+
+
+def test_prompt_isolation_in_a_batch(pred):
+    """Spatial queries only see their own prompt's tokens, so prompt 0 alone equals prompt 0 in a batch."""
+    pred.set_image(scene())
+    p0 = VisualPrompt(points=[[40, 40], [45, 42]], labels=[1, 0])
+    alone = pred.predict([p0])
+    batch = pred.predict([p0, VisualPrompt(boxes=[[90, 20, 150, 100]]), VisualPrompt(points=[[120, 100]])])
+    torch.testing.assert_close(alone.logits[0], batch.logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_memory_round(pred):
+    pred.set_image(scene())
+    p = VisualPrompt(points=[[60, 50]])
+    r1 = pred.predict([p])
+    p2 = p.with_points([[64, 52]], [0])
+    r2 = pred.predict([p2], memory=r1.logits)
+    assert r2.masks.shape == r1.masks.shape
+    assert not torch.equal(r2.logits, pred.predict([p2]).logits)      # memory takes part
+    with pytest.raises(ValueError):
+        pred.predict([p2, p], memory=r1.logits)                       # one memory mask per prompt
+
+
+def test_referring_image(pred):
+    a, b = scene(seed=1), scene(seed=2)
+    emb_a = pred.set_image(a)
+    prompts = [VisualPrompt(points=[[50, 50]]), VisualPrompt(boxes=[[90, 20, 150, 90]])]
+    tokens = pred.reference_tokens(prompts, emb_a)
+    same = pred.predict([], tokens=tokens, embedding=emb_a)
+    torch.testing.assert_close(same.logits, pred.predict(prompts, embedding=emb_a).logits)
+    emb_b = pred.set_image(b)
+    other = pred.predict([], tokens=tokens, embedding=emb_b)
+    assert other.masks.shape == (2, 120, 160)
+    assert not torch.equal(other.logits, same.logits)
+
+
+def test_clicks_outside_and_empty_prompts(pred):
+    pred.set_image(scene())
+    with pytest.raises(PromptError):
+        pred.predict([VisualPrompt(points=[[500, 500]])])
+    with pytest.raises(PromptError):
+        pred.predict([VisualPrompt(points=[[float("nan"), 3]])])
+    with pytest.raises(ValueError):
+        pred.predict([])
+    # Partly outside: clipped, still works.
+    r = pred.predict([VisualPrompt(boxes=[[-50, -50, 30, 30]])])
+    assert r.masks.shape == (1, 120, 160)
+
+
+def test_generic_segmentation(pred):
+    pred.set_image(scene())
+    pan = pred.panoptic(score_threshold=0.0, overlap_threshold=0.0)
+    assert pan.segments.shape == (120, 160)
+    assert set(np.unique(pan.segments)) <= set([0] + pan.ids.tolist())
+    assert all(l in VOCAB for l in pan.labels)
+    sem, conf = pred.semantic()
+    assert sem.shape == conf.shape == (120, 160)
+    assert sem.max() < len(VOCAB) and np.all((conf >= 0) & (conf <= 1))
+    inst = pred.instances(topk=5)
+    assert len(inst) == 5 and inst.masks.shape == (5, 120, 160)
+    assert np.all(np.diff(inst.label_scores) <= 1e-6)                  # sorted by class probability
+
+
+def test_vocabulary_is_cached(pred):
+    pred.set_vocabulary(["a", "b"])
+    cached = dict(pred._vocab_cache)
+    pred.set_vocabulary(["b", "a"])
+    assert pred.vocabulary == ["b", "a"]
+    assert all(torch.equal(cached[k], pred._vocab_cache[k]) for k in cached)
+    assert pred._vocab_emb.shape[0] == 3                               # + background
+
+
+def test_wrong_image_rejected(pred):
+    with pytest.raises(ValueError):
+        pred.set_image(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError):
+        pred.set_image(np.zeros((10, 10, 3), np.float32))

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from seem_ros.inference.prompts import PromptError, VisualPrompt, rasterize
+
+
+def r(prompts, orig=(100, 200), inp=(50, 100), pad=(64, 128), **kw):
+    return rasterize(prompts, orig, inp, pad, **kw)
+
+
+def test_click_scaled_and_dilated():
+    pos, neg = r([VisualPrompt(points=[[100, 50], [20, 20]], labels=[1, 0])])
+    assert pos.shape == neg.shape == (1, 64, 128)
+    assert pos[0, 25, 50] and pos[0].sum() == 9                 # 3x3 square at the scaled click
+    assert neg[0, 10, 10] and neg[0].sum() == 9
+
+
+def test_box_filled_and_clipped_to_image_not_padding():
+    pos, _ = r([VisualPrompt(boxes=[[150, 60, 400, 300]])])
+    assert pos[0, 30:50, 75:100].all()
+    assert not pos[0, 50:].any() and not pos[0, :, 100:].any()    # padding stays empty
+
+
+def test_polygon_and_scribble():
+    pos, _ = r([VisualPrompt(polygons=[np.array([[0, 0], [100, 0], [0, 100]])])])
+    assert pos[0, 5, 5] and not pos[0, 40, 45]
+    pos, _ = r([VisualPrompt(scribbles=[np.array([[10, 10], [190, 10]])])], line_width=3)
+    assert pos[0, 5, 5:95].all()
+
+
+def test_mask_prompt_resized_and_checked():
+    m = np.zeros((100, 200), bool)
+    m[:50, :100] = True
+    pos, _ = r([VisualPrompt(mask=m)])
+    assert pos[0, :25, :50].all() and pos[0].sum() == 25 * 50
+    with pytest.raises(PromptError):
+        r([VisualPrompt(mask=np.ones((10, 10), bool))])
+
+
+def test_empty_or_outside_prompt_rejected():
+    with pytest.raises(PromptError):
+        r([VisualPrompt(points=[[-10, -10]])])
+    with pytest.raises(PromptError):
+        r([VisualPrompt(points=[[10, 10]], labels=[0])])          # only negative
+    with pytest.raises(PromptError):
+        r([VisualPrompt(points=[[10, 10], [20, 20]], labels=[1])])
+
+
+def test_negative_never_overlaps_positive():
+    pos, neg = r([VisualPrompt(points=[[100, 50], [101, 51]], labels=[1, 0])])
+    assert not (pos & neg).any()
