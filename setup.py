@@ -11,11 +11,13 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
     ],
-    install_requires=["numpy", "torch", "instant-clip-tokenizer"],
+    install_requires=["numpy", "torch", "instant-clip-tokenizer", "pillow", "scipy"],
     zip_safe=False,
     maintainer="seem_ros developers",
     description="SEEM segmentation for ROS 2: text, clicks, boxes, scribbles; tracking and poses.",
     license="Apache-2.0",
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "seem_ros_sim_camera = seem_ros.ros.sim_camera_node:main",
+    ]},
 )

@@ -1,0 +1,333 @@
+"""Train the embedded SEEM (TINY config) on the synthetic world.
+
+    python -m seem_ros.training.train --out runs/tiny            # resumes from runs/tiny/last.pt
+    python -m seem_ros.training.train --out runs/tiny --export seem_ros/weights/seem_tiny.pt
+
+Every step trains every prompt the node uses, on one shared image encoding:
+  - generic panoptic over the world's vocabulary (object queries, Hungarian matching);
+  - referring text ("the red cube": grounding queries);
+  - clicks, boxes, scribbles and masks (spatial queries), then one corrective round: a click at
+    the centre of the largest error, with the first round's mask as memory;
+  - tracking: the previous frame's mask as both mask prompt and memory.
+Data is rendered on the fly in a worker process, deterministically from (seed, step), so a resumed
+run sees exactly the data of an uninterrupted one. Uses CUDA when present."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..inference.prompts import VisualPrompt, rasterize
+from ..model.config import TINY
+from ..model.decoder import GroundingTokens
+from ..model.language import TEMPLATES, Tokenizer
+from ..model.seem import SeemModel
+from .clicks import next_click
+from .data import VOCABULARY, Sample, SampleStream
+from .losses import downsample, hungarian, mask_loss, pairwise_mask_cost
+
+NO_OBJECT_WEIGHT = 0.1
+W_CLS, W_MASK = 2.0, 5.0
+
+
+def embedded_config(width: int = 320, height: int = 240):
+    """TINY, run at the training resolution's short side."""
+    return dataclasses.replace(TINY, short_side=min(width, height))
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __init__(self, stream: SampleStream):
+        self.stream = stream
+
+    def __iter__(self):
+        torch.set_num_threads(1)
+        return iter(self.stream)
+
+
+def _pad_masks(prompts: List[VisualPrompt], ns: int, size, padded):
+    """Rasterised (pos, neg) [ns, Hp, Wp]; prompt slots beyond len(prompts) stay empty."""
+    pos = np.zeros((ns, *padded), bool)
+    neg = np.zeros((ns, *padded), bool)
+    if prompts:
+        p, n = rasterize(prompts, size, size, padded)
+        pos[:len(prompts)], neg[:len(prompts)] = p, n
+    return pos, neg
+
+
+class Trainer:
+    def __init__(self, model: SeemModel, device: torch.device, templates_per_step: int = 4):
+        self.model = model
+        self.device = device
+        self.tok = Tokenizer(model.cfg.language.context_length)
+        self.templates_per_step = templates_per_step
+        # The vocabulary tokens never change: tokenise once per template.
+        names = list(VOCABULARY) + ["background"]
+        self.vocab_ids = [self.tok([t.format(n) for n in names]) for t in TEMPLATES]
+
+    def vocab_embeddings(self, rng: np.random.Generator) -> torch.Tensor:
+        """[K+1, C] class embeddings as inference computes them (normalised template average), over
+        a random subset of templates so the encoder learns not to depend on the template."""
+        idx = rng.choice(len(self.vocab_ids), self.templates_per_step, replace=False)
+        embs = []
+        for i in idx:
+            ids, att = self.vocab_ids[i]
+            _, cls = self.model.text_encoder.encode_tokens(ids.to(self.device), att.to(self.device))
+            embs.append(F.normalize(cls, dim=-1))
+        return F.normalize(torch.stack(embs).mean(0), dim=-1)
+
+    def losses(self, batch: List[Sample], rng: np.random.Generator) -> dict:
+        m, dev = self.model, self.device
+        size = batch[0].rgb.shape[:2]
+        imgs = torch.from_numpy(np.stack([s.rgb for s in batch])).to(dev).permute(0, 3, 1, 2).float()
+        feats = m.encode_image(imgs)
+        h4, w4 = feats.mask_features.shape[-2:]
+        padded = (h4 * 4, w4 * 4)
+        pad = lambda x: F.pad(x, (0, padded[1] - size[1], 0, padded[0] - size[0]))
+        vocab = self.vocab_embeddings(rng)
+        K = len(VOCABULARY)
+        gts = [torch.from_numpy(np.stack([t.mask for t in s.targets])).to(dev) if s.targets
+               else torch.zeros((0, *size), dtype=torch.bool, device=dev) for s in batch]
+        out = {}
+
+        # ---- text: grounding tokens of every phrase of each image, in the same pass as panoptic
+        phrases = [(b, text, ti) for b, s in enumerate(batch) for text, ti in s.phrases]
+        grounding = None
+        if phrases:
+            ids, att = self.tok([p[1] for p in phrases])
+            tok_emb, phr_emb = m.text_encoder.encode_tokens(ids.to(dev), att.to(dev))
+            per_img = [[] for _ in batch]
+            for j, (b, _, _) in enumerate(phrases):
+                per_img[b].append(tok_emb[j][att[j].bool().to(dev)])
+            seqs = [torch.cat(x) if x else tok_emb.new_zeros((1, tok_emb.shape[-1])) for x in per_img]
+            lens = [sum(len(y) for y in x) for x in per_img]
+            tokens = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+            padding = torch.arange(tokens.shape[1], device=dev)[None] >= torch.tensor(lens, device=dev)[:, None]
+            grounding = GroundingTokens(tokens, padding)
+        dec = m.decode(feats, grounding=grounding)
+
+        # ---- panoptic: object queries matched to objects + table
+        cls_logits = m.similarity(dec.object_embeds, vocab, clamp=False)          # [B, Q, K+1]
+        l_cls, l_mask, n_t = 0.0, 0.0, 0
+        for b, s in enumerate(batch):
+            target_cls = torch.full((cls_logits.shape[1],), K, dtype=torch.long, device=dev)
+            if s.targets:
+                soft = downsample(pad(gts[b]), (h4, w4))
+                labels = torch.tensor([t.vocab_id for t in s.targets], device=dev)
+                with torch.no_grad():
+                    cost = W_MASK * pairwise_mask_cost(dec.object_masks[b], soft) \
+                        - W_CLS * cls_logits[b].softmax(-1)[:, labels]
+                qi, ti = hungarian(cost)
+                target_cls[qi] = labels[ti]
+                l_mask = l_mask + mask_loss(dec.object_masks[b, qi], gts[b][ti], padded, size) * len(qi)
+                n_t += len(qi)
+            weight = torch.ones(K + 1, device=dev)
+            weight[K] = NO_OBJECT_WEIGHT
+            l_cls = l_cls + F.cross_entropy(cls_logits[b], target_cls, weight=weight)
+        out["pan_cls"] = W_CLS * l_cls / len(batch)
+        out["pan_mask"] = W_MASK * l_mask / max(n_t, 1)
+
+        # ---- referring text: grounding queries matched to phrases
+        if phrases:
+            phr_n = F.normalize(phr_emb, dim=-1)
+            texts = sorted({p[1] for p in phrases})
+            uniq = torch.stack([phr_n[[p[1] for p in phrases].index(t)] for t in texts])
+            l_g, l_gq, l_gp, j0 = 0.0, 0.0, 0.0, 0
+            for b, s in enumerate(batch):
+                n = len(s.phrases)
+                if not n:
+                    continue
+                js = list(range(j0, j0 + n))
+                j0 += n
+                tmask = gts[b][[ti for _, ti in s.phrases]]
+                sim = m.similarity(dec.grounding_embeds[b], phr_emb[js])                  # [Q, P]
+                with torch.no_grad():
+                    cost = W_MASK * pairwise_mask_cost(dec.grounding_masks[b], downsample(pad(tmask), (h4, w4))) \
+                        - W_CLS * sim.softmax(0)
+                qi, pi = hungarian(cost)
+                l_g = l_g + mask_loss(dec.grounding_masks[b, qi], tmask[pi], padded, size)
+                # Inference picks, per phrase, the query most similar to it: train exactly that ...
+                l_gq = l_gq + F.cross_entropy(sim[:, pi].T, torch.as_tensor(qi, device=dev))
+                # ... and tell phrases apart ("red cube" vs "blue cube") across the batch.
+                v = F.normalize(dec.grounding_embeds[b, qi], dim=-1)
+                scale = m.text_encoder.logit_scale.exp().clamp(max=100)
+                tgt = torch.tensor([texts.index(s.phrases[p][0]) for p in pi], device=dev)
+                l_gp = l_gp + F.cross_entropy(scale * v @ uniq.T, tgt)
+            nb = sum(1 for s in batch if s.phrases)
+            out["text_mask"] = W_MASK * l_g / nb
+            out["text_cls"] = W_CLS * (l_gq + l_gp) / nb
+
+        # ---- visual prompts, two rounds, then tracking
+        ns = max(len(s.prompts) for s in batch)
+        if ns:
+            tgt = [gts[b][s.prompt_targets] for b, s in enumerate(batch)]
+            pos, neg = zip(*[_pad_masks(s.prompts, ns, size, padded) for s in batch])
+            spatial = m.spatial_tokens(feats, torch.from_numpy(np.stack(pos)).to(dev),
+                                       torch.from_numpy(np.stack(neg)).to(dev))
+            r1 = m.decode(feats, spatial=spatial)
+            out["click_mask"], out["click_cls"] = self._spatial_losses(r1, batch, tgt, vocab, padded, size, "prompt_targets")
+
+            # Corrective round: SEEM's simulated user clicks the centre of the largest error.
+            with torch.no_grad():
+                up = F.interpolate(r1.prompt_masks.float(), size=padded, mode="bilinear",
+                                   align_corners=False)[..., :size[0], :size[1]] > 0
+            prompts2 = []
+            for b, s in enumerate(batch):
+                ps = []
+                for i, p in enumerate(s.prompts):
+                    c = next_click(up[b, i].cpu().numpy(), s.targets[s.prompt_targets[i]].mask)
+                    ps.append(p if c is None else p.with_points([c[0]], [c[1]]))
+                prompts2.append(ps)
+            pos, neg = zip(*[_pad_masks(ps, ns, size, padded) for ps in prompts2])
+            spatial2 = m.spatial_tokens(feats, torch.from_numpy(np.stack(pos)).to(dev),
+                                        torch.from_numpy(np.stack(neg)).to(dev))
+            r2 = m.decode(feats, spatial=spatial2, memory=r1.prompt_masks.detach())
+            out["refine_mask"], out["refine_cls"] = self._spatial_losses(r2, batch, tgt, vocab, padded, size, "prompt_targets")
+
+            # Tracking: previous mask as prompt and as memory.
+            tt = [gts[b][s.track_targets] for b, s in enumerate(batch)]
+            pos, neg = zip(*[_pad_masks(s.track_prompts, ns, size, padded) for s in batch])
+            spatial3 = m.spatial_tokens(feats, torch.from_numpy(np.stack(pos)).to(dev),
+                                        torch.from_numpy(np.stack(neg)).to(dev))
+            mem = torch.from_numpy(np.stack(pos)).to(dev).float() * 8 - 4          # +-4 logits
+            mem = F.adaptive_avg_pool2d(mem, (h4, w4))
+            r3 = m.decode(feats, spatial=spatial3, memory=mem)
+            out["track_mask"], out["track_cls"] = self._spatial_losses(r3, batch, tt, vocab, padded, size, "track_targets")
+        return out
+
+    def _spatial_losses(self, r, batch, tgt, vocab, padded, size, attr):
+        """All three candidates of each prompt learn the target (SEEM's candidates are chosen at
+        inference by their overlap with the prompt; our world has no part/whole ambiguity)."""
+        m = self.model
+        qpp = m.cfg.decoder.queries_per_prompt
+        l_mask, l_cls, n = 0.0, 0.0, 0
+        for b, s in enumerate(batch):
+            k = len(getattr(s, attr))
+            if not k:
+                continue
+            logits = r.spatial_masks[b, :k * qpp]
+            t = tgt[b].repeat_interleave(qpp, 0)
+            l_mask = l_mask + mask_loss(logits, t, padded, size) * k
+            labels = torch.tensor([s.targets[i].vocab_id for i in getattr(s, attr)], device=logits.device)
+            cls = m.similarity(r.spatial_embeds[b, :k * qpp], vocab, clamp=False)
+            l_cls = l_cls + F.cross_entropy(cls, labels.repeat_interleave(qpp)) * k
+            n += k
+        return W_MASK * l_mask / max(n, 1), l_cls / max(n, 1)
+
+
+def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def _bar(step: int, steps: int, t0: float, start: int, logs: dict) -> str:
+    done = (step + 1 - start) / max(steps - start, 1)
+    el = time.time() - t0
+    eta = el / max(done, 1e-9) * (1 - done)
+    n = int(30 * (step + 1) / steps)
+    loss = sum(logs.values())
+    parts = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
+    return (f"\r[{'#' * n}{'.' * (30 - n)}] {step + 1}/{steps} loss {loss:.3f} "
+            f"{el / 60:.1f} min, eta {eta / 60:.1f} min | {parts}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/tiny", help="run directory (checkpoints, log)")
+    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--export", default=None, help="also write the final weights (fp16, inference only) here")
+    ap.add_argument("--no-resume", action="store_true")
+    a = ap.parse_args(argv)
+    dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if a.device == "auto" else a.device))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(a.seed)
+    model = SeemModel(embedded_config(a.width, a.height)).to(dev)
+    with torch.no_grad():          # CLIP's temperature at init (1/0.07), not e^1
+        model.text_encoder.logit_scale.fill_(math.log(1 / 0.07))
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
+    start, elapsed = 0, 0.0
+    last = out / "last.pt"
+    if last.exists() and not a.no_resume:
+        ck = torch.load(last, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, elapsed = ck["step"], ck.get("elapsed", 0.0)
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resuming {last} at step {start} ({elapsed / 60:.1f} min so far)", file=sys.stderr)
+    trainer = Trainer(model, dev)
+    loader = torch.utils.data.DataLoader(
+        Stream(SampleStream(a.seed, a.batch, start, a.width, a.height)), batch_size=None,
+        num_workers=1, prefetch_factor=4, persistent_workers=False, collate_fn=lambda x: x)
+    model.train()
+    t0 = time.time() - elapsed
+    avg: dict = {}
+    log = open(out / "log.csv", "a")
+
+    def save(step: int):
+        tmp = out / "last.pt.tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": time.time() - t0, "torch_rng": torch.get_rng_state(), "args": vars(a)}, tmp)
+        os.replace(tmp, last)                  # never leave a half-written checkpoint
+
+    step = start
+    for step, batch in loader:
+        if step >= a.steps:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
+        rng = np.random.default_rng([a.seed, step, 0xC0])
+        losses = trainer.losses(batch, rng)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        for k, v in losses.items():
+            avg[k] = 0.95 * avg.get(k, v.item()) + 0.05 * v.item()
+        print(_bar(step, a.steps, t0, 0, avg), end="", file=sys.stderr, flush=True)
+        log.write(f"{step},{time.time() - t0:.1f},{float(loss):.4f}," +
+                  ",".join(f"{k}={float(v):.4f}" for k, v in losses.items()) + "\n")
+        if (step + 1) % a.save_every == 0:
+            save(step + 1)
+            log.flush()
+    final = min(step, a.steps)
+    save(final)
+    print(f"\ntrained {final} steps in {(time.time() - t0) / 60:.1f} min on {dev}", file=sys.stderr)
+    if a.export and final >= a.steps:
+        export(model, a.export, steps=final, minutes=round((time.time() - t0) / 60, 1), seed=a.seed)
+    return 0
+
+
+def export(model: SeemModel, path, **meta) -> None:
+    """Inference weights only, in fp16 (a few MB); loaded back to fp32 by from_checkpoint."""
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    from ..model.seem import config_to_dict
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": sd, "seem_ros_config": config_to_dict(model.cfg), "training": meta}, path)
+    print(f"exported {path} ({Path(path).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
