@@ -19,5 +19,6 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": [
         "seem_ros_sim_camera = seem_ros.ros.sim_camera_node:main",
+        "seem_ros_node = seem_ros.ros.node:main",
     ]},
 )

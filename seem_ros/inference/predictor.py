@@ -234,7 +234,7 @@ class SeemPredictor:
             sc, lab = scores[keep], labels[keep]
             owner = (sc[:, None, None] * prob).argmax(0)
             stuff_ids: dict = {}
-            segt = torch.zeros((h, w), dtype=torch.int32)
+            segt = torch.zeros((h, w), dtype=torch.int32, device=prob.device)
             for k in range(len(sc)):
                 own = owner == k
                 orig = prob[k] >= 0.5
@@ -250,7 +250,7 @@ class SeemPredictor:
                 stuff_ids.setdefault(name, sid) if name in stuff else None
                 segt[m] = sid
                 ids.append(sid), lids.append(int(lab[k])), names.append(name), scs.append(float(sc[k]))
-            seg = segt.numpy()
+            seg = segt.cpu().numpy()
         return Panoptic(seg, np.asarray(ids, np.int32), np.asarray(lids, np.int64), names, np.asarray(scs, np.float32))
 
     @torch.inference_mode()
@@ -262,7 +262,7 @@ class SeemPredictor:
         sem = torch.einsum("qc,qhw->chw", prob, masks.sigmoid())              # low-res, then upsample
         full = self.upsample(sem.logit(eps=1e-6), emb).sigmoid()
         conf, idx = full.max(0)
-        return idx.numpy().astype(np.int32), conf.numpy().astype(np.float32)
+        return idx.cpu().numpy().astype(np.int32), conf.float().cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
     def instances(self, embedding: Optional[ImageEmbedding] = None, topk: int = 20,
@@ -275,8 +275,8 @@ class SeemPredictor:
         sc, flat = prob.flatten().topk(min(topk, prob.numel()))
         q, c = flat // nc, flat % nc
         res = self._result(masks[q], embeds[q], emb, q,
-                           labels=[self.vocabulary[i] for i in c.tolist()], label_ids=c.numpy(),
-                           label_scores=sc.float().numpy())
+                           labels=[self.vocabulary[i] for i in c.tolist()], label_ids=c.cpu().numpy(),
+                           label_scores=sc.float().cpu().numpy())
         res.scores = res.scores * res.label_scores
         keep = res.scores >= min_score
         return _select(res, keep)

@@ -175,8 +175,14 @@ class SampleStream:
         self.base_seed, self.batch, self.start, self.width, self.height = base_seed, batch, start_step, width, height
 
     def __iter__(self):
-        step = self.start
+        return self.steps(0, 1)
+
+    def steps(self, offset: int, stride: int):
+        """Batches start+offset, start+offset+stride, ...: worker `offset` of `stride` loader
+        workers. PyTorch's loader takes batches from its workers in turn, so the training loop
+        still sees steps in order, whatever the number of workers."""
+        step = self.start + offset
         while True:
             yield step, [make_sample(TRAIN_SEED_BASE + self.base_seed * 10_000_000 + step * self.batch + i,
                                      self.width, self.height) for i in range(self.batch)]
-            step += 1
+            step += stride

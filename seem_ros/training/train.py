@@ -50,7 +50,8 @@ class Stream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         torch.set_num_threads(1)
-        return iter(self.stream)
+        info = torch.utils.data.get_worker_info()
+        return self.stream.steps(info.id, info.num_workers) if info else iter(self.stream)
 
 
 def _pad_masks(prompts: List[VisualPrompt], ns: int, size, padded):
@@ -243,8 +244,8 @@ def _bar(step: int, steps: int, t0: float, start: int, logs: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/tiny", help="run directory (checkpoints, log)")
-    ap.add_argument("--steps", type=int, default=1800)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -252,9 +253,15 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="data workers rendering scenes (0: 1 on the CPU, cores-2 with a GPU)")
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--export", default=None, help="also write the final weights (fp16, inference only) here")
     ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--init", default=None,
+                    help="start from these weights (an exported checkpoint) instead of from scratch")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="stop (and export) after this much training time, even short of --steps")
     a = ap.parse_args(argv)
     dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if a.device == "auto" else a.device))
@@ -266,6 +273,10 @@ def main(argv=None) -> int:
     model = SeemModel(embedded_config(a.width, a.height)).to(dev)
     with torch.no_grad():          # CLIP's temperature at init (1/0.07), not e^1
         model.text_encoder.logit_scale.fill_(math.log(1 / 0.07))
+    if a.init:
+        sd = torch.load(a.init, map_location=dev, weights_only=False)["model"]
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+        print(f"initialised from {a.init}", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
     start, elapsed = 0, 0.0
     last = out / "last.pt"
@@ -277,9 +288,11 @@ def main(argv=None) -> int:
         torch.set_rng_state(ck["torch_rng"])
         print(f"resuming {last} at step {start} ({elapsed / 60:.1f} min so far)", file=sys.stderr)
     trainer = Trainer(model, dev)
+    # On the CPU the model needs the cores; with a GPU, rendering is the bottleneck.
+    workers = a.workers or (max(1, (os.cpu_count() or 2) - 2) if dev.type == "cuda" else 1)
     loader = torch.utils.data.DataLoader(
         Stream(SampleStream(a.seed, a.batch, start, a.width, a.height)), batch_size=None,
-        num_workers=1, prefetch_factor=4, persistent_workers=False, collate_fn=lambda x: x)
+        num_workers=workers, prefetch_factor=4, persistent_workers=False, collate_fn=lambda x: x)
     model.train()
     t0 = time.time() - elapsed
     avg: dict = {}
@@ -293,7 +306,7 @@ def main(argv=None) -> int:
 
     step = start
     for step, batch in loader:
-        if step >= a.steps:
+        if step >= a.steps or (a.max_minutes and time.time() - t0 > 60 * a.max_minutes):
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
@@ -312,17 +325,18 @@ def main(argv=None) -> int:
         if (step + 1) % a.save_every == 0:
             save(step + 1)
             log.flush()
-    final = min(step, a.steps)
+    final = step if step < a.steps and a.max_minutes else min(step, a.steps)
     save(final)
     print(f"\ntrained {final} steps in {(time.time() - t0) / 60:.1f} min on {dev}", file=sys.stderr)
-    if a.export and final >= a.steps:
-        export(model, a.export, steps=final, minutes=round((time.time() - t0) / 60, 1), seed=a.seed)
+    if a.export and (final >= a.steps or a.max_minutes):
+        export(model, a.export, steps=final, planned_steps=a.steps, batch=a.batch, device=str(dev), init=a.init,
+               minutes=round((time.time() - t0) / 60, 1), seed=a.seed)
     return 0
 
 
 def export(model: SeemModel, path, **meta) -> None:
     """Inference weights only, in fp16 (a few MB); loaded back to fp32 by from_checkpoint."""
-    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    sd = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
     from ..model.seem import config_to_dict
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": sd, "seem_ros_config": config_to_dict(model.cfg), "training": meta}, path)

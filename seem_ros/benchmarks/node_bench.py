@@ -1,0 +1,155 @@
+"""End-to-end benchmark of seem_node (not a test): latency from image stamp to ~/objects received,
+throughput, and the node's own overhead (end-to-end minus the model's time in the same frames).
+
+    python -m seem_ros.benchmarks.node_bench [--sizes 640x480 1280x720] [--frames 20]
+
+The node runs as its own process (console script, bundled model, one text-prompted object being
+tracked, depth + camera_info so poses are computed); this process publishes frames of the
+synthetic world over loopback DDS. Latency: one frame in flight at a time (publish, wait for its
+~/objects). Throughput: frames published at 30 Hz for a while; answered frames per second (the
+node drops what it cannot take). Model time: the node's own per-frame measure of encode + decode
+(its /diagnostics `model_ms`), over the same frames."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..ros.local_env import apply, localhost_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--throughput-s", type=float, default=10.0)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args(argv)
+    env = localhost_env()
+    apply(env)
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header, String
+
+    from seem_ros.msg import SegmentedObjectArray
+    from ..ros.conversions import camera_info_to_msg, depth_to_image, rgb_to_image
+    from ..sim import make_scene, render
+
+    node = subprocess.Popen([sys.executable, "-m", "seem_ros.ros.node", "--ros-args", "--params-file",
+                             str(ROOT / "config" / "seem_node.yaml"), "-r", "__ns:=/bench", "-p", f"device:={a.device}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    n = rclpy.create_node("seem_bench")
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {"image": n.create_publisher(Image, "/bench/image", qos_profile_sensor_data),
+            "depth": n.create_publisher(Image, "/bench/depth", qos_profile_sensor_data),
+            "info": n.create_publisher(CameraInfo, "/bench/camera_info", qos_profile_sensor_data),
+            "text": n.create_publisher(String, "/bench/prompt/text", rel)}
+    got = {}
+    diag = {}
+
+    def on_objects(m):
+        got[(m.header.stamp.sec, m.header.stamp.nanosec)] = time.time()
+
+    def on_diag(m):
+        for s in m.status:
+            if s.name.startswith("seem_node"):
+                diag.update({kv.key: kv.value for kv in s.values})
+
+    n.create_subscription(SegmentedObjectArray, "/bench/seem_node/objects", on_objects, rel)
+    n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+
+    def spin_until(pred, timeout):
+        end = time.time() + timeout
+        while not pred():
+            if time.time() > end:
+                raise TimeoutError
+            rclpy.spin_once(n, timeout_sec=0.01)
+
+    spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 300)
+    rows = []
+    try:
+        for size in a.sizes:
+            w, h = (int(v) for v in size.split("x"))
+            frame = render(make_scene(5, w, h))
+            rgb_msg, depth_msg = rgb_to_image(frame.rgb), depth_to_image(frame.depth)
+            info = camera_info_to_msg(frame.camera_info)
+
+            def send():
+                now = time.time()
+                hd = Header(frame_id="bench_optical")
+                hd.stamp.sec, hd.stamp.nanosec = int(now), int((now % 1) * 1e9)
+                for m, key in ((depth_msg, "depth"), (info, "info")):
+                    m.header = hd
+                    pubs[key].publish(m)
+                rgb_msg.header = hd
+                pubs["image"].publish(rgb_msg)
+                return (hd.stamp.sec, hd.stamp.nanosec), now
+
+            got.clear()
+            k, t = send()                    # first frame, then one tracked object
+            spin_until(lambda: k in got, 120)
+            pubs["text"].publish(String(data="the " + max(frame.objects, key=lambda o: o.visible_pixels).phrase))
+            for _ in range(3):               # warm-up (and the prompt applied)
+                k, t = send()
+                spin_until(lambda: k in got, 120)
+            lat, model = [], []
+            for _ in range(a.frames):
+                k, t = send()
+                spin_until(lambda: k in got, 120)
+                lat.append(1000 * (got[k] - t))
+                rclpy.spin_once(n, timeout_sec=0.0)
+            # The node's medians cover its last 50 frames: the ones just timed.
+            t_end = time.time() + 1.5
+            while time.time() < t_end:
+                rclpy.spin_once(n, timeout_sec=0.05)
+            model_ms = float(diag.get("model_ms", "nan"))
+            processing_ms = float(diag.get("processing_ms", "nan"))
+            # Throughput: 30 Hz for a while.
+            got.clear()
+            sent = 0
+            t0 = time.time()
+            next_t = t0
+            while time.time() - t0 < a.throughput_s:
+                if time.time() >= next_t:
+                    send()
+                    sent += 1
+                    next_t += 1 / 30
+                rclpy.spin_once(n, timeout_sec=0.002)
+            t_end = time.time() + 3
+            while time.time() < t_end:
+                rclpy.spin_once(n, timeout_sec=0.05)
+            fps = len(got) / a.throughput_s
+            med = float(np.median(lat))
+            rows.append((size, med, float(np.percentile(lat, 90)), model_ms, processing_ms, med - model_ms, fps, sent))
+    finally:
+        node.send_signal(2)
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        n.destroy_node()
+        rclpy.shutdown()
+    cpu = platform.processor() or platform.machine()
+    print(f"\nseem_node end to end, bundled model, 1 tracked object + poses; {os.cpu_count()} cores ({cpu}), "
+          f"device {diag.get('device', '?')}\n")
+    print("| input | latency median (ms) | latency p90 (ms) | model (ms) | node processing (ms) | "
+          "overhead = latency - model (ms) | throughput at 30 Hz in (fps) |")
+    print("|---|---|---|---|---|---|---|")
+    for size, med, p90, model_ms, proc_ms, over, fps, sent in rows:
+        print(f"| {size} | {med:.0f} | {p90:.0f} | {model_ms:.0f} | {proc_ms:.0f} | {over:.1f} | {fps:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

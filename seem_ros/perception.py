@@ -1,0 +1,339 @@
+"""One frame in, everything the node publishes out, without ROS.
+
+    frame (RGB, optional depth and K) + prompts -> predictor (one encode) -> tracker (one batched
+    decode for every object) -> [panoptic of the vocabulary] -> geometry (poses) -> FrameResult
+
+The node converts messages to these arrays and the result back to messages; everything else is
+here, so it can be tested and benchmarked without a robot. Bad prompts never raise out of
+`process`: each becomes an entry of `FrameResult.errors` and the frame goes on."""
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .geometry.pose import estimate_pose
+from .inference.predictor import ImageEmbedding, SeemPredictor
+from .inference.prompts import PromptError, VisualPrompt
+from .tracking import ObjectPrompt, ObjectTracker, Track
+
+MODE_ADD, MODE_REFINE, MODE_REPLACE, MODE_REMOVE = 0, 1, 2, 3
+MODES = ("add", "refine", "replace", "remove")
+MAX_TEXT_CHARS = 1000          # a command, not a document: longer texts are refused, not truncated
+MAX_PHRASES = 20
+PANOPTIC_ID_BASE = 50_000      # panoptic segments get ids above tracked objects' (uint16 image)
+
+
+@dataclass
+class PromptRequest:
+    """One prompt as the node received it, in pixels of the image it refers to."""
+    mode: int = MODE_ADD
+    target_id: int = 0
+    text: str = ""
+    points: Optional[np.ndarray] = None        # [K, 2] x, y
+    point_labels: Optional[np.ndarray] = None  # [K] 1 positive, 0 negative
+    boxes: Optional[np.ndarray] = None         # [M, 4]
+    scribbles: List[np.ndarray] = field(default_factory=list)
+    polygons: List[np.ndarray] = field(default_factory=list)
+    negative_scribbles: List[np.ndarray] = field(default_factory=list)
+    mask: Optional[np.ndarray] = None
+    negative_mask: Optional[np.ndarray] = None
+    label: str = ""
+    stamp: Optional[float] = None              # seconds; None = the newest frame
+    source: str = "prompt"                     # where it came from, for messages and `prompt`
+
+    def has_visual(self) -> bool:
+        return any(x is not None and len(x) for x in (self.points, self.boxes)) or bool(
+            self.scribbles or self.polygons or self.negative_scribbles) or self.mask is not None
+
+    def kind(self) -> str:
+        if self.mask is not None:
+            return "mask"
+        if self.scribbles or self.polygons:
+            return "scribble"
+        if self.boxes is not None and len(self.boxes):
+            return "box"
+        return "point"
+
+
+@dataclass
+class ObjectResult:
+    id: int
+    label: str
+    label_id: int                 # index into the vocabulary, -1 = none
+    score: float
+    label_score: float
+    prompt: str
+    tracked: bool
+    mask: Optional[np.ndarray]    # [H, W] bool when tracked
+    box: Tuple[int, int, int, int] = (0, 0, 0, 0)   # x_min, y_min, x_max (excl.), y_max (excl.)
+    area: int = 0
+    last_seen: float = 0.0
+    pose: Optional[object] = None  # geometry.pose.ObjectPose
+    instance_value: int = 0
+
+
+@dataclass
+class FrameResult:
+    stamp: float
+    instances: np.ndarray         # [H, W] uint16 object id, 0 = background
+    semantic: np.ndarray          # [H, W] uint8 class index + 1, 0 = unlabeled
+    confidence: np.ndarray        # [H, W] uint8 0..255
+    objects: List[ObjectResult]
+    errors: List[str]
+    timings: dict                 # stage -> ms
+
+
+@dataclass
+class FrameInput:
+    rgb: np.ndarray                        # [H, W, 3] uint8
+    stamp: float
+    depth: Optional[np.ndarray] = None     # [H, W] float32 metres, NaN = no reading
+    K: Optional[np.ndarray] = None         # [3, 3] of this image's size
+
+
+def split_phrases(text: str) -> List[str]:
+    """"the red mug and the blue cube, a sphere" -> three phrases (commas, ';' and the word 'and')."""
+    parts = re.split(r"\s*(?:,|;|\band\b)\s*", text.strip(), flags=re.IGNORECASE)
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def validate_text(text: str) -> List[str]:
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"text prompt of {len(text)} characters refused (at most {MAX_TEXT_CHARS})")
+    phrases = split_phrases(text)
+    if not phrases:
+        raise ValueError("empty text prompt")
+    if len(phrases) > MAX_PHRASES:
+        raise ValueError(f"{len(phrases)} phrases in one text prompt (at most {MAX_PHRASES})")
+    return phrases
+
+
+class Perception:
+    """Keeps the model, the objects and the last few frames' features (for prompts stamped on an
+    earlier frame). Not thread-safe: the node calls it from its one worker thread."""
+
+    def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
+                 min_score: float = 0.5, panoptic_threshold: float = 0.8, lost_timeout_s: float = 10.0,
+                 history: int = 4, min_pose_points: int = 20):
+        self.predictor = predictor
+        self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
+                                     lost_timeout_s=lost_timeout_s)
+        self.mode = mode
+        self.panoptic_threshold = panoptic_threshold
+        self.min_pose_points = min_pose_points
+        self.history: Deque[Tuple[float, ImageEmbedding]] = deque(maxlen=max(1, history))
+        self._panoptic_prev: List[Tuple[int, str, np.ndarray]] = []
+        self._next_panoptic = PANOPTIC_ID_BASE
+        self._last_seen: dict = {}
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def vocabulary(self) -> List[str]:
+        return self.predictor.vocabulary
+
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        self.predictor.set_vocabulary(names)
+
+    def configure(self, **kw) -> None:
+        """Runtime changes (the node's parameters): mode, thresholds, maximum objects, timeout."""
+        if "mode" in kw:
+            if kw["mode"] not in ("prompted", "panoptic"):
+                raise ValueError(f"mode must be 'prompted' or 'panoptic', not {kw['mode']!r}")
+            self.mode = kw["mode"]
+        if "panoptic_threshold" in kw:
+            self.panoptic_threshold = float(kw["panoptic_threshold"])
+        for k in ("max_objects", "min_score", "lost_timeout_s"):
+            if k in kw:
+                setattr(self.tracker, k, type(getattr(self.tracker, k))(kw[k]))
+
+    # ------------------------------------------------------------------ objects
+    def remove(self, obj_id: int) -> bool:
+        return self.tracker.remove(obj_id)
+
+    def clear(self) -> None:
+        self.tracker.clear()
+        self._panoptic_prev = []
+
+    # ------------------------------------------------------------------ one frame
+    def process(self, frame: FrameInput, prompts: Sequence[PromptRequest] = ()) -> FrameResult:
+        t0 = time.perf_counter()
+        emb = self.predictor.set_image(frame.rgb)
+        self.history.append((frame.stamp, emb))
+        t1 = time.perf_counter()
+        errors = []
+        for p in prompts:
+            try:
+                self.apply(p, frame.stamp, emb)
+            except (ValueError, KeyError, PromptError, RuntimeError) as e:
+                errors.append(f"{p.source}: {e.args[0] if e.args else e}")
+        tracks = self.tracker.update(emb, frame.stamp)
+        t2 = time.perf_counter()
+        h, w = frame.rgb.shape[:2]
+        instances = np.zeros((h, w), np.uint16)
+        semantic = np.zeros((h, w), np.uint8)
+        confidence = np.zeros((h, w), np.uint8)
+        objects = [self._object(t, frame.stamp) for t in tracks]
+        # Drawn lowest score first so that a better mask wins any pixel two objects claim.
+        for o in sorted((o for o in objects if o.tracked), key=lambda o: o.score):
+            o.instance_value = o.id if o.id < 65535 else 0
+            instances[o.mask] = o.instance_value
+            if o.label_id >= 0:
+                semantic[o.mask] = o.label_id + 1
+                confidence[o.mask] = int(round(255 * min(max(o.score, 0.0), 1.0)))
+        if self.mode == "panoptic" and self.vocabulary:
+            objects += self._panoptic(emb, instances, semantic, confidence, frame.stamp)
+        t3 = time.perf_counter()
+        if frame.depth is not None and frame.K is not None:
+            for o in objects:
+                if o.tracked and o.mask is not None:
+                    o.pose = estimate_pose(frame.depth, frame.K, o.mask, min_points=self.min_pose_points)
+        t4 = time.perf_counter()
+        ms = lambda a, b: 1000 * (b - a)
+        return FrameResult(frame.stamp, instances, semantic, confidence, objects, errors,
+                           {"encode": ms(t0, t1), "decode": ms(t1, t2), "panoptic": ms(t2, t3),
+                            "pose": ms(t3, t4), "model": ms(t0, t3), "total": ms(t0, t4)})
+
+    def apply(self, p: PromptRequest, stamp: float, emb: ImageEmbedding) -> None:
+        """One prompt on the frame it refers to (the newest, or the one nearest its stamp)."""
+        if p.mode == MODE_REMOVE:
+            if not self.tracker.remove(int(p.target_id)):
+                raise KeyError(f"no object with id {p.target_id}")
+            return
+        if p.stamp is not None and len(self.history) > 1:
+            stamp, emb = min(self.history, key=lambda se: abs(se[0] - p.stamp))
+        if p.mode == MODE_ADD:
+            if p.target_id:
+                raise ValueError("mode add makes a new object: target_id must be 0")
+            for op in self._object_prompts(p, emb):
+                self.tracker.add(op, emb, stamp)
+        elif p.mode == MODE_REFINE:
+            if not p.has_visual():
+                raise ValueError("refine needs clicks, boxes, scribbles or a mask")
+            self.tracker.refine(int(p.target_id), self._visual(p, emb), emb, stamp)
+        elif p.mode == MODE_REPLACE:
+            ops = self._object_prompts(p, emb)
+            if len(ops) != 1:
+                raise ValueError("replace takes one object's prompt (one phrase or one visual prompt)")
+            self.tracker.replace(int(p.target_id), ops[0], emb, stamp)
+        else:
+            raise ValueError(f"unknown mode {p.mode} (0 add, 1 refine, 2 replace, 3 remove)")
+
+    def _object_prompts(self, p: PromptRequest, emb: ImageEmbedding) -> List[ObjectPrompt]:
+        if p.has_visual():                     # text alongside clicks names the object: a label
+            op = ObjectPrompt(kind=p.kind(), text=p.label or p.text.strip(), visual=self._visual(p, emb))
+            return [op]
+        if p.text.strip():
+            phrases = validate_text(p.text)
+            if p.label and len(phrases) == 1:
+                return [ObjectPrompt(kind="text", text=phrases[0])]
+            return [ObjectPrompt(kind="text", text=ph) for ph in phrases]
+        raise ValueError("empty prompt: no text, clicks, boxes, scribbles or mask")
+
+    @staticmethod
+    def _visual(p: PromptRequest, emb: ImageEmbedding) -> VisualPrompt:
+        h, w = emb.orig_size
+        if p.points is not None and len(p.points):
+            pts = np.asarray(p.points, np.float64).reshape(-1, 2)
+            if not np.isfinite(pts).all():
+                raise ValueError("click with a NaN or infinite coordinate")
+            out = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
+            if out.any():
+                x, y = pts[np.argmax(out)]
+                raise ValueError(f"click ({x:.1f}, {y:.1f}) is outside the {w}x{h} image")
+        for m, what in ((p.mask, "mask"), (p.negative_mask, "negative mask")):
+            if m is not None and m.shape != (h, w):
+                p_resized = _resize_nearest(m, (h, w))
+                if what == "mask":
+                    p.mask = p_resized
+                else:
+                    p.negative_mask = p_resized
+        if p.mask is not None and not p.mask.any():
+            raise ValueError("mask prompt is empty (no nonzero pixel)")
+        return VisualPrompt(points=p.points, labels=p.point_labels, boxes=p.boxes, scribbles=list(p.scribbles),
+                            polygons=list(p.polygons), mask=p.mask, negative_mask=p.negative_mask,
+                            negative_scribbles=list(p.negative_scribbles))
+
+    # ------------------------------------------------------------------ outputs
+    def _vocab_id(self, label: str) -> int:
+        """Vocabulary index of a label or phrase ("pick up the red mug" -> "mug"), -1 if none."""
+        vocab = self.vocabulary
+        if label in vocab:
+            return vocab.index(label)
+        words = f" {label.lower()} "
+        best = -1
+        for i, name in enumerate(vocab):
+            if f" {name.lower()} " in words and (best < 0 or len(name) > len(vocab[best])):
+                best = i
+        return best
+
+    def _object(self, t: Track, stamp: float) -> ObjectResult:
+        tracked = t.state == "tracked" and t.mask is not None and bool(t.mask.any())
+        if tracked:
+            self._last_seen[t.id] = stamp
+        o = ObjectResult(t.id, t.label, self._vocab_id(t.label), float(t.score), float(t.score),
+                         f"{t.prompt_kind}: {t.prompt_text}" if t.prompt_text else t.prompt_kind,
+                         tracked, t.mask if tracked else None, last_seen=self._last_seen.get(t.id, stamp))
+        if tracked:
+            o.box, o.area = mask_box(t.mask), int(t.mask.sum())
+        return o
+
+    def _panoptic(self, emb, instances, semantic, confidence, stamp) -> List[ObjectResult]:
+        """Segments of the vocabulary where no prompted object is; ids kept across frames by
+        overlap with the previous frame's segment of the same class."""
+        sem, conf = self.predictor.semantic(emb)
+        free = instances == 0
+        semantic[free] = (sem[free] + 1).astype(np.uint8)
+        confidence[free] = np.clip(np.round(conf[free] * 255), 0, 255).astype(np.uint8)
+        pan = self.predictor.panoptic(emb, score_threshold=self.panoptic_threshold)
+        out, cur = [], []
+        for k, sid in enumerate(pan.ids):
+            m = (pan.segments == sid) & free
+            if not m.any():
+                continue
+            oid = self._match_panoptic(pan.labels[k], m)
+            cur.append((oid, pan.labels[k], m))
+            o = ObjectResult(oid, pan.labels[k], int(pan.label_ids[k]), float(pan.scores[k]), float(pan.scores[k]),
+                             "panoptic", True, m, mask_box(m), int(m.sum()), stamp)
+            o.instance_value = oid if oid < 65535 else 0
+            instances[m] = o.instance_value
+            out.append(o)
+        self._panoptic_prev = cur
+        return out
+
+    def _match_panoptic(self, label: str, m: np.ndarray) -> int:
+        best, best_iou = None, 0.3
+        for oid, lab, pm in self._panoptic_prev:
+            if lab != label:
+                continue
+            inter = np.logical_and(m, pm).sum()
+            iou = inter / max(np.logical_or(m, pm).sum(), 1)
+            if iou > best_iou:
+                best, best_iou = oid, iou
+        if best is not None:
+            self._panoptic_prev = [x for x in self._panoptic_prev if x[0] != best]
+            return best
+        self._next_panoptic += 1
+        if self._next_panoptic >= 65535:
+            self._next_panoptic = PANOPTIC_ID_BASE + 1
+        return self._next_panoptic
+
+
+def mask_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    """x_min, y_min, x_max, y_max with exclusive max (see msg/Box2D.msg)."""
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    if not len(ys):
+        return (0, 0, 0, 0)
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+
+
+def _resize_nearest(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    h, w = size
+    ys = (np.arange(h) * m.shape[0] / h).astype(int)
+    xs = (np.arange(w) * m.shape[1] / w).astype(int)
+    return np.asarray(m)[ys[:, None], xs[None, :]]

@@ -1,0 +1,289 @@
+"""Tracking evaluation on held-out synthetic sequences (seeds below the training base).
+
+    python -m seem_ros.tracking.evaluate [--checkpoint seem_ros/weights/seem_tiny.pt]
+        [--sequences 8] [--frames 40] [--size 320x240] [--kinds point,text,box,scribble]
+        [--set min_similarity=0.7 --set memory=logits ...]
+
+Every object of a sequence is prompted once, on its first well-visible frame (at least 60 % of its
+largest visible area in the sequence): by one click at its most interior pixel, by the text
+"<colour> <shape>" when no other object of the scene shares it, by its box, or by a scribble; one
+tracker per prompt kind, all on the same image encodings. Then it is tracked to the end, and
+
+- J, F: DAVIS region similarity and boundary F per object-frame after the prompt frame (frames
+  where it is out of view count as 1 when the tracker reports it lost, else 0), averaged per
+  object, then over objects; frames where it shows fewer than `min_px` pixels are skipped;
+- ID switches per 1000 object-frames: per-frame Hungarian matching (IoU >= 0.5) of the tracks
+  to every object of the scene, switches counted from both sides (metrics.identity_switches);
+- re-acquisition: of the times an object comes back (>= min_px pixels after being at fewer), the
+  fraction where its own track (same id) is on it (>= 50 % of the mask on the object) within 5
+  frames;
+- false positives while lost: fraction of the frames where the object is completely out of
+  view or hidden in which its track still outputs a mask.
+
+Prints a markdown table (and optionally writes JSON)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..inference import SeemPredictor, VisualPrompt
+from ..model import SeemModel
+from ..sim import make_sequence
+from . import metrics
+from .tracker import ObjectPrompt, ObjectTracker
+
+EVAL_KINDS = ("point", "text", "box", "scribble")
+TRAIN_SEED_BASE = 1_000_000           # seem_ros.training.data: seeds >= this are training data
+
+
+def interior_point(mask: np.ndarray) -> np.ndarray:
+    """(x, y) pixel centre of the most interior pixel of a mask (SEEM's first click)."""
+    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(dt), dt.shape)
+    return np.array([x + 0.5, y + 0.5])
+
+
+def scribble(mask: np.ndarray, rng: np.random.Generator, k: int = 3) -> np.ndarray:
+    """A polyline through k interior points, ordered along the object's main axis."""
+    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ys, xs = np.nonzero(dt >= max(1.0, 0.3 * dt.max()))
+    pick = rng.choice(len(ys), size=min(k, len(ys)), replace=False)
+    pts = np.stack([xs[pick] + 0.5, ys[pick] + 0.5], 1)
+    if len(pts) > 2:
+        d = pts - pts.mean(0)
+        pts = pts[np.argsort(d @ np.linalg.svd(d, full_matrices=False)[2][0])]
+    return pts
+
+
+def make_prompt(kind: str, mask: np.ndarray, phrase: Optional[str], rng: np.random.Generator) -> Optional[ObjectPrompt]:
+    if kind == "point":
+        return ObjectPrompt("point", visual=VisualPrompt(points=interior_point(mask)[None]))
+    if kind == "text":
+        return None if phrase is None else ObjectPrompt("text", text=phrase)
+    if kind == "box":
+        ys, xs = np.nonzero(mask)
+        return ObjectPrompt("box", visual=VisualPrompt(boxes=np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], float)))
+    if kind == "scribble":
+        return ObjectPrompt("scribble", visual=VisualPrompt(scribbles=[scribble(mask, rng)]))
+    raise ValueError(kind)
+
+
+@dataclass
+class KindStats:
+    objects: int = 0
+    object_frames: int = 0
+    j: List[float] = field(default_factory=list)         # per object
+    f: List[float] = field(default_factory=list)
+    switches: int = 0
+    reacq_events: int = 0
+    reacq_ok: int = 0
+    absent_frames: int = 0
+    absent_fp: int = 0
+    failed_prompts: int = 0
+
+    def row(self) -> Dict[str, Optional[float]]:
+        J = float(np.mean(self.j)) if self.j else None
+        Fm = float(np.mean(self.f)) if self.f else None
+        return {"objects": self.objects, "object_frames": self.object_frames, "J": J, "F": Fm,
+                "J&F": None if J is None else (J + Fm) / 2,
+                "id_switches_per_1000": metrics.rate(1000 * self.switches, self.object_frames),
+                "id_switches": self.switches,
+                "reacquisition": metrics.rate(self.reacq_ok, self.reacq_events), "reacq_events": self.reacq_events,
+                "fp_while_lost": metrics.rate(self.absent_fp, self.absent_frames), "absent_frames": self.absent_frames}
+
+
+def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width: int, height: int,
+                      kinds=EVAL_KINDS, tracker_kw: Optional[dict] = None, stats: Optional[Dict[str, KindStats]] = None,
+                      min_px: Optional[int] = None, window: int = 5, log=None) -> Dict[str, KindStats]:
+    if seed >= TRAIN_SEED_BASE:
+        raise ValueError(f"seed {seed} is training data (>= {TRAIN_SEED_BASE})")
+    stats = stats if stats is not None else {k: KindStats() for k in kinds}
+    min_px = min_px or max(1, int(0.0005 * width * height))
+    seq = make_sequence(seed, n_frames=n_frames, width=width, height=height)
+    frames = [seq.render(i) for i in range(n_frames)]
+    ids = [o.id for o in frames[0].objects]
+    vis = {o: np.array([(f.instance == o).sum() for f in frames]) for o in ids}
+    objs0 = {o.id: o for o in frames[0].objects}
+    pairs = [(o.colour, o.shape_name) for o in frames[0].objects]
+    phrase = {o.id: (f"{o.colour} {o.shape_name}" if pairs.count((o.colour, o.shape_name)) == 1 else None)
+              for o in frames[0].objects}
+    well = max(int(0.002 * width * height), 4 * min_px)
+    start = {}
+    for o in ids:
+        ok = np.nonzero((vis[o] >= 0.6 * vis[o].max()) & (vis[o] >= well))[0]
+        if len(ok) and ok[0] < n_frames - 1:
+            start[o] = int(ok[0])
+    rng = np.random.default_rng([seed, 0xE7A1])
+    trackers = {k: ObjectTracker(predictor, **(tracker_kw or {})) for k in kinds}
+    track_of = {k: {} for k in kinds}                           # gt id -> track id
+    out_masks = {k: {o: [None] * n_frames for o in start} for k in kinds}
+    matches = {k: [] for k in kinds}
+    for i, fr in enumerate(frames):
+        emb = predictor.set_image(fr.rgb)
+        stamp = fr.stamp
+        gts = {o: fr.instance == o for o in ids}
+        present = {o: gts[o] for o in ids if vis[o][i] >= min_px}
+        for k in kinds:
+            tr = trackers[k]
+            for o, s in start.items():
+                if s == i:
+                    p = make_prompt(k, gts[o], phrase[o], rng)
+                    if p is None:
+                        continue
+                    try:
+                        track_of[k][o] = tr.add(p, emb, stamp).id
+                    except ValueError:
+                        stats[k].failed_prompts += 1
+            tracks = tr.update(emb, stamp)
+            by_id = {t.id: t for t in tracks}
+            hyp = {t.id: t.mask for t in tracks if t.mask is not None}
+            matches[k].append(metrics.match(present, hyp))
+            for o, tid in track_of[k].items():
+                t = by_id.get(tid)
+                out_masks[k][o][i] = None if t is None else t.mask
+    for k in kinds:
+        st = stats[k]
+        st.switches += metrics.identity_switches(matches[k])
+        for o, tid in track_of[k].items():
+            s = start[o]
+            js, fs, pres, corr = [], [], [], []
+            for i in range(s + 1, n_frames):
+                gt = frames[i].instance == o
+                pm = out_masks[k][o][i]
+                pred = pm if pm is not None else np.zeros_like(gt)
+                npx = int(vis[o][i])
+                pres.append(npx >= min_px)
+                corr.append(pm is not None and (pm & gt).sum() >= 0.5 * max(pm.sum(), 1))
+                if npx == 0:
+                    st.absent_frames += 1
+                    st.absent_fp += int(pm is not None)
+                if 0 < npx < min_px:
+                    continue
+                js.append(metrics.region_similarity(pred, gt))
+                fs.append(metrics.boundary_f(pred, gt))
+            st.objects += 1
+            st.object_frames += n_frames - s - 1
+            if js:
+                st.j.append(float(np.mean(js)))
+                st.f.append(float(np.mean(fs)))
+            e, ok = metrics.reacquisition(pres, corr, window)
+            st.reacq_events += e
+            st.reacq_ok += ok
+    if log:
+        log(f"seed {seed}: " + ", ".join(f"{k} J {np.mean(stats[k].j) if stats[k].j else float('nan'):.3f}" for k in kinds))
+    return stats
+
+
+def merge(into: Dict[str, KindStats], part: Dict[str, KindStats]) -> None:
+    for k, st in part.items():
+        t = into.setdefault(k, KindStats())
+        for name in ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames",
+                     "absent_fp", "failed_prompts"):
+            setattr(t, name, getattr(t, name) + getattr(st, name))
+        t.j += st.j
+        t.f += st.f
+
+
+_WORKER: dict = {}
+
+
+def _work(job):
+    """One sequence in a worker process (model loaded once per process)."""
+    ckpt, device, threads, seed, frames, w, h, kinds, kw = job
+    if "pred" not in _WORKER:
+        torch.set_num_threads(threads)
+        _WORKER["pred"] = SeemPredictor(SeemModel.from_checkpoint(ckpt), device=device)
+    t = time.time()
+    st = evaluate_sequence(_WORKER["pred"], seed, frames, w, h, kinds, kw)
+    return seed, st, time.time() - t
+
+
+def table(stats: Dict[str, KindStats]) -> str:
+    fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))
+    lines = ["| prompt | objects | object-frames | J | F | J&F | ID switches / 1000 obj-frames | re-acquisition | FP while lost |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    allst = KindStats()
+    for k, st in stats.items():
+        r = st.row()
+        lines.append(f"| {k} | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
+                     f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
+                     f"{fmt(r['reacquisition'], 2)} ({st.reacq_ok}/{st.reacq_events}) | "
+                     f"{fmt(r['fp_while_lost'], 3)} ({st.absent_fp}/{st.absent_frames}) |")
+        for name in ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames", "absent_fp"):
+            setattr(allst, name, getattr(allst, name) + getattr(st, name))
+        allst.j += st.j
+        allst.f += st.f
+    if len(stats) > 1:
+        r = allst.row()
+        lines.append(f"| **all** | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
+                     f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
+                     f"{fmt(r['reacquisition'], 2)} ({allst.reacq_ok}/{allst.reacq_events}) | "
+                     f"{fmt(r['fp_while_lost'], 3)} ({allst.absent_fp}/{allst.absent_frames}) |")
+    return "\n".join(lines)
+
+
+def _value(v: str):
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="seem_ros/weights/seem_tiny.pt")
+    ap.add_argument("--sequences", type=int, default=8)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--size", default="320x240", help="WxH of the rendered frames")
+    ap.add_argument("--kinds", default=",".join(EVAL_KINDS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="processes, one sequence each at a time (CPU)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ObjectTracker keyword argument")
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    w, h = (int(x) for x in a.size.lower().split("x"))
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    kw = {}
+    for s in a.set:
+        k, _, v = s.partition("=")
+        kw[k.strip()] = _value(v.strip())
+    stats = {k: KindStats() for k in kinds}
+    t0 = time.time()
+    seeds = range(a.first_seed, a.first_seed + a.sequences)
+    log = lambda m: print(f"{m} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    if a.workers > 1:
+        import multiprocessing as mp
+        jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw) for s in seeds]
+        with mp.get_context("spawn").Pool(a.workers) as pool:
+            for seed, st, dt in pool.imap_unordered(_work, jobs):
+                merge(stats, st)
+                log(f"seed {seed} done in {dt:.0f} s")
+    else:
+        pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=a.device)
+        for seed in seeds:
+            evaluate_sequence(pred, seed, a.frames, w, h, kinds, kw, stats, log=log)
+    print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}), {a.frames} frames "
+          f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}:\n")
+    print(table(stats))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "tracker": kw, "kinds": {k: st.row() for k, st in stats.items()}}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,857 @@
+"""Object memory across frames: prompt an object once, keep it (same id) on every later frame.
+
+SEEM v1 has no video path; this tracker builds one on SEEM's own machinery, as the embedded model
+is trained for it (seem_ros.training.train, "tracking"):
+
+- propagation: each tracked object's previous mask is its mask prompt on the new frame AND its
+  spatial memory (the previous mask as +-4 logits pooled to H/4), all N objects in ONE decoder
+  pass on the frame's cached features;
+- lost: a propagated mask that is too small, unconfident, or whose appearance (mean pixel
+  feature under the mask) no longer matches the object's stored appearance makes it "lost",
+  so an object that left the view is not segmented somewhere else;
+- found: while lost, the object's reference prompt (its first mask, as spatial tokens taken on
+  the first image) and, for text objects, its phrase are decoded in the same pass; a candidate is
+  accepted only when confident and appearance-similar, and the object keeps its old id;
+- dropped: lost longer than `lost_timeout_s`;
+- output masks never overlap: a pixel goes to the object with the highest score * probability.
+
+No ROS here; the node calls this class."""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation
+from ..inference.prompts import PromptError, VisualPrompt, rasterize
+from ..model.decoder import GroundingTokens, SpatialTokens
+
+KINDS = ("text", "point", "box", "scribble", "mask", "reference")
+TRACKED, LOST = "tracked", "lost"
+MEMORY_LOGIT = 4.0          # the training's memory encoding: mask * 8 - 4
+PROPAGATE = ("first+last", "first", "last", "mask")
+
+
+@dataclass
+class ObjectPrompt:
+    """What creates or refines an object."""
+    kind: str                                   # "text" | "point" | "box" | "scribble" | "mask" | "reference"
+    text: str = ""                              # the phrase, for kind "text" (also used as the label)
+    visual: Optional[VisualPrompt] = None       # for point/box/scribble/mask
+    tokens: Optional[SpatialTokens] = None      # for "reference" (predictor.reference_tokens on another image)
+
+
+@dataclass
+class Track:
+    id: int                                     # stable, starts at 1, never reused in a tracker's life
+    label: str                                  # phrase for text prompts, else vocabulary label
+    score: float
+    state: str                                  # "tracked" | "lost"
+    mask: Optional[np.ndarray]                  # [H, W] bool when tracked, None when lost
+    prompt_kind: str
+    prompt_text: str
+    age_frames: int                             # frames since created
+    lost_since: Optional[float]                 # stamp when it was lost
+
+
+@dataclass
+class _Object:
+    id: int
+    prompt: ObjectPrompt
+    label: str
+    created: float
+    state: str = TRACKED
+    mask: Optional[np.ndarray] = None           # last accepted mask, image size
+    logits: Optional[Tensor] = None             # its low-res logits [h, w] (refinement memory)
+    score: float = 0.0
+    area: int = 0
+    anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
+    recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
+    ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
+    last_tokens: Optional[SpatialTokens] = None  # its last accepted mask as a prompt, on that image
+    text_tokens: Optional[Tensor] = None        # [T, C] grounding tokens of the phrase
+    text_emb: Optional[Tensor] = None           # [C] phrase class embedding
+    box: Optional[np.ndarray] = None            # x0, y0, x1, y1 of the last accepted mask
+    age_frames: int = 0
+    lost_since: Optional[float] = None
+    seen: Optional[weakref.ref] = None          # embedding of the last segmentation
+    round_prompt: Optional[VisualPrompt] = None  # accumulated corrective clicks on `seen`
+
+    def on(self, emb: ImageEmbedding) -> bool:
+        return self.seen is not None and self.seen() is emb
+
+
+@dataclass
+class _Candidate:
+    owner: int                                  # object id
+    source: str                                 # "propagate" | "reference" | "text" | "objects"
+    logits: Tensor                              # [h, w] low-res
+    embed: Tensor                               # [C] class embedding (unnormalised)
+    mask: np.ndarray                            # [H, W] image size (parts kept, once decided)
+    prob: Tensor                                # [H, W] foreground probability
+    appearance: Optional[Tensor] = None         # unit appearance of the mask (see _appearance)
+    score: float = 0.0
+    area: int = 0
+    similarity: float = 0.0
+
+
+class ObjectTracker:
+    """Segments every added object on each new frame with one decoder pass (see module docstring).
+
+    min_score: mean foreground probability inside a mask below which it is not trusted.
+    min_similarity: cosine between a propagated mask's appearance and the object's below which
+        the object is considered gone (lost). reacquire_similarity / reacquire_score: the stricter
+        bar a candidate must pass to re-acquire a lost object.
+    min_area: fraction of the image below which a mask counts as empty (object out of view).
+    lost_timeout_s: a lost object is dropped after this long.
+    memory: "mask" (previous mask as +-4 logits, as trained), "logits" (the model's own previous
+        logits, cleaned) or "none". appearance_momentum: running-appearance update rate.
+    search: where lost objects are looked for: "reference" (their first mask's spatial tokens),
+        "text" (the phrase, text objects only), "objects" (SEEM's generic object queries, matched
+        by appearance); all decoded in the same pass as the tracked objects.
+    components: keep only the connected parts of a mask that touch the prompt / previous mask
+        (the model sometimes covers a second, similar-looking object too).
+    max_growth: a propagated mask more than this many times the previous area is a leak.
+    reach, reach_rate: a lost object may come back only within reach + reach_rate * (seconds
+        lost) image diagonals of where it was last seen (objects and cameras move continuously;
+        it stops a look-alike elsewhere in the image from taking its id right after it left).
+    reid_margin: a region that two lost objects match within this similarity of each other is
+        left for a later frame (when more of it is in view), not given to either."""
+
+    def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
+                 lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
+                 reacquire_score: float = 0.7, min_area: float = 0.0005, memory: str = "mask",
+                 appearance_momentum: float = 0.1, search: Sequence[str] = ("reference", "text"),
+                 components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
+                 text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
+                 reach_rate: float = 0.1, reid_margin: float = 0.02):
+        if memory not in ("mask", "logits", "none"):
+            raise ValueError(f"memory must be 'mask', 'logits' or 'none', not {memory!r}")
+        if propagate not in PROPAGATE:
+            raise ValueError(f"propagate must be one of {PROPAGATE}, not {propagate!r}")
+        if isinstance(search, str):
+            search = tuple(x for x in search.split("+") if x)
+        bad = set(search) - {"reference", "text", "objects"}
+        if bad:
+            raise ValueError(f"unknown search source(s) {sorted(bad)}")
+        self.predictor = predictor
+        self.max_objects = int(max_objects)
+        self.min_score = float(min_score)
+        self.lost_timeout_s = float(lost_timeout_s)
+        self.min_similarity = float(min_similarity)
+        self.reacquire_similarity = float(reacquire_similarity)
+        self.reacquire_score = float(reacquire_score)
+        self.min_area = float(min_area)
+        self.memory = memory
+        self.momentum = float(appearance_momentum)
+        self.search = tuple(search)
+        self.components = bool(components)
+        self.max_growth = float(max_growth)
+        self.track_margin = float(track_margin)
+        self.text_guide = bool(text_guide)
+        self.propagate = propagate
+        self.reach = float(reach)
+        self.reach_rate = float(reach_rate)
+        self.reid_margin = float(reid_margin)
+        self._objects: Dict[int, _Object] = {}
+        self._next_id = 1
+        self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def tracks(self) -> List[Track]:
+        return [self._track(o) for o in self._objects.values()]
+
+    def add(self, prompt: ObjectPrompt, embedding: ImageEmbedding, stamp: float) -> Track:
+        """Create an object from a prompt and segment it on this image now."""
+        if len(self._objects) >= self.max_objects:
+            raise ValueError(f"cannot add: already tracking max_objects={self.max_objects} objects "
+                             "(remove one first)")
+        self._check(prompt)
+        obj = _Object(self._next_id, prompt, prompt.text.strip() if prompt.kind == "text" else "", stamp)
+        self._segment(obj, prompt, embedding, stamp)     # raises before the id is taken
+        self._next_id += 1
+        self._objects[obj.id] = obj
+        self._claim(obj, embedding, stamp)
+        return self._track(obj)
+
+    def replace(self, obj_id: int, prompt: ObjectPrompt, embedding: ImageEmbedding, stamp: float) -> Track:
+        """Re-prompt an existing object from scratch; it keeps its id and age."""
+        old = self._get(obj_id)
+        self._check(prompt)
+        obj = _Object(old.id, prompt, prompt.text.strip() if prompt.kind == "text" else "", old.created,
+                      age_frames=old.age_frames)
+        self._segment(obj, prompt, embedding, stamp)
+        self._objects[obj_id] = obj
+        self._claim(obj, embedding, stamp)
+        return self._track(obj)
+
+    @torch.inference_mode()
+    def refine(self, obj_id: int, visual: VisualPrompt, embedding: ImageEmbedding, stamp: float) -> Track:
+        """Corrective clicks (or any visual prompt) on an object, SEEM multi-round style: the
+        object's current mask logits are the memory. Clicks accumulate while the image stays the
+        same; on a new image the current mask (minus the neighbourhood of negative clicks) is the
+        positive evidence, so a lone negative click still works."""
+        obj = self._get(obj_id)
+        if not isinstance(visual, VisualPrompt) or visual.is_empty():
+            raise ValueError("refine needs a non-empty VisualPrompt")
+        same = obj.on(embedding) and obj.round_prompt is not None
+        prompt = _merge(obj.round_prompt, visual) if same else visual
+        if not _has_positive(prompt):
+            if obj.mask is None:
+                raise ValueError(f"object {obj_id} is lost: a refinement needs positive evidence (a positive click, box, ...)")
+            prompt = _merge(VisualPrompt(mask=_carve(obj.mask, prompt, embedding.orig_size)), prompt)
+        memory = obj.logits[None] if obj.logits is not None else None
+        try:
+            seg = self.predictor.predict([prompt], memory=memory, embedding=embedding)
+        except PromptError as e:
+            raise ValueError(f"bad refine prompt for object {obj_id}: {e}") from e
+        obj.round_prompt = prompt
+        self._accept(obj, seg, prompt, embedding, stamp, keep_label=True)
+        if obj.state == TRACKED:
+            # A corrected mask is a better reference (and appearance) for later frames.
+            obj.ref_tokens = obj.last_tokens
+            obj.anchor = obj.recent
+        self._claim(obj, embedding, stamp)
+        return self._track(obj)
+
+    def remove(self, obj_id: int) -> bool:
+        return self._objects.pop(int(obj_id), None) is not None
+
+    def clear(self) -> None:
+        self._objects.clear()          # ids are not reused: _next_id keeps counting
+
+    @torch.inference_mode()
+    def update(self, embedding: ImageEmbedding, stamp: float) -> List[Track]:
+        """Segment every object on a new frame (its features already computed by set_image):
+        one decoder pass for all objects not yet segmented on this embedding. Returns every
+        track, tracked and lost; objects lost for longer than lost_timeout_s are dropped."""
+        for o in list(self._objects.values()):
+            if o.state == LOST and o.lost_since is not None and stamp - o.lost_since > self.lost_timeout_s:
+                del self._objects[o.id]
+        todo = [o for o in self._objects.values() if not o.on(embedding)]
+        for o in todo:
+            o.age_frames += 1
+            o.round_prompt = None
+        self.last_candidates = []
+        if todo:
+            cands = self._decode(todo, embedding)
+            self.last_candidates = cands
+            self._decide(todo, cands, embedding, stamp)
+        return self.tracks
+
+    # ------------------------------------------------------------------ prompting
+    def _check(self, p: ObjectPrompt) -> None:
+        if not isinstance(p, ObjectPrompt):
+            raise ValueError(f"expected an ObjectPrompt, got {type(p).__name__}")
+        if p.kind not in KINDS:
+            raise ValueError(f"unknown prompt kind {p.kind!r}; expected one of {', '.join(KINDS)}")
+        if p.kind == "text" and not p.text.strip():
+            raise ValueError("a text prompt needs a non-empty phrase")
+        if p.kind in ("point", "box", "scribble", "mask") and (
+                not isinstance(p.visual, VisualPrompt) or p.visual.is_empty()):
+            raise ValueError(f"a {p.kind} prompt needs a non-empty VisualPrompt in `visual`")
+        if p.kind == "reference":
+            if not isinstance(p.tokens, SpatialTokens):
+                raise ValueError("a reference prompt needs `tokens` (predictor.reference_tokens on the reference image)")
+            if p.tokens.num_prompts != 1:
+                raise ValueError(f"a reference prompt must hold one object's tokens, got {p.tokens.num_prompts}")
+
+    @torch.inference_mode()
+    def _segment(self, obj: _Object, p: ObjectPrompt, emb: ImageEmbedding, stamp: float) -> None:
+        pred = self.predictor
+        try:
+            if p.kind == "text":
+                ids, att = pred.tokenizer([obj.label])
+                tok, cls = pred.model.text_encoder.encode_tokens(ids.to(pred.device), att.to(pred.device))
+                obj.text_tokens = tok[0][att[0].bool().to(pred.device)]
+                obj.text_emb = cls[0]
+                seg = pred.predict_text([obj.label], emb)
+                visual = None
+            elif p.kind == "reference":
+                obj.ref_tokens = p.tokens
+                seg = pred.predict([], embedding=emb, tokens=p.tokens)
+                visual = None
+            else:
+                seg = pred.predict([p.visual], embedding=emb)
+                obj.round_prompt = visual = p.visual
+        except PromptError as e:
+            raise ValueError(f"bad {p.kind} prompt: {e}") from e
+        self._accept(obj, seg, visual, emb, stamp, keep_label=p.kind == "text")
+        if obj.state == TRACKED and p.kind != "reference":
+            obj.ref_tokens = obj.last_tokens     # the segmented mask: what later frames look for
+        elif obj.state == LOST and p.visual is not None:
+            obj.ref_tokens = pred.reference_tokens([p.visual], emb)   # nothing found: the prompt itself
+
+    def _accept(self, obj: _Object, seg: Segmentation, visual: Optional[VisualPrompt], emb: ImageEmbedding,
+                stamp: float, keep_label: bool) -> None:
+        """Take a user-prompted segmentation as the object's state on this image. The user chose
+        the object, so it is kept even when the model is unsure; only an empty mask makes it lost."""
+        prob = self.predictor.upsample(seg.logits[:1].float(), emb)[0].sigmoid()
+        mask = seg.masks[0]
+        pos = None
+        if visual is not None:
+            pos = rasterize([visual], emb.orig_size, emb.orig_size, emb.orig_size, self.predictor.point_radius)[0][0]
+        if self.components and mask.any():
+            mask = _keep_prompted(mask, pos) if pos is not None else _best_component(mask, prob)
+        obj.seen = weakref.ref(emb)
+        if not keep_label:
+            obj.label = seg.labels[0]
+        area = int(mask.sum())
+        obj.score = _mean_prob(prob, mask)
+        if area < self._min_pixels(emb):
+            # Nothing (or nothing where the user pointed): report it lost rather than track
+            # something else; it is searched for with the prompt itself, near where it was given.
+            obj.state, obj.mask, obj.lost_since = LOST, None, stamp
+            if pos is not None and obj.box is None:
+                obj.box = _box(pos)
+            return
+        app = self._appearance(mask[None], seg.embeddings[:1], emb)[0]
+        obj.state, obj.mask, obj.lost_since, obj.area = TRACKED, mask, None, area
+        obj.box = _box(mask)
+        obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
+        obj.anchor = app if obj.anchor is None else obj.anchor
+        obj.recent = app
+        obj.last_tokens = self._mask_tokens(mask, emb)
+
+    def _claim(self, obj: _Object, emb: ImageEmbedding, stamp: float) -> None:
+        """The user's latest prompt wins its pixels: masks on the same image stay disjoint."""
+        if obj.state != TRACKED:
+            return
+        minpx = self._min_pixels(emb)
+        for p in self._objects.values():
+            if p.id != obj.id and p.state == TRACKED and p.on(emb) and p.mask is not None:
+                p.mask = p.mask & ~obj.mask
+                p.area = int(p.mask.sum())
+                if p.area < minpx:
+                    p.state, p.mask, p.lost_since = LOST, None, stamp
+
+    def _mask_tokens(self, mask: np.ndarray, emb: ImageEmbedding) -> SpatialTokens:
+        return self.predictor.spatial_tokens([VisualPrompt(mask=mask)], emb)
+
+    def _prompt_tokens(self, o: _Object) -> Optional[SpatialTokens]:
+        """The prompt that finds the object on a new image: its mask as spatial tokens taken on
+        the image where the mask was right (the first, the last, or both as one prompt). Tokens
+        re-sampled on the new image at the old place segment worse: they mix in the background
+        the object has moved away from."""
+        first, last = o.ref_tokens, o.last_tokens
+        if self.propagate == "first" or last is None:
+            return first if first is not None else last
+        if self.propagate in ("last", "mask") or first is None:
+            return last
+        return _union_tokens(first, last)
+
+    # ------------------------------------------------------------------ per-frame decode
+    def _decode(self, objs: List[_Object], emb: ImageEmbedding) -> List[_Candidate]:
+        """One decoder pass: propagation prompts for tracked objects, reference prompts (and
+        phrases) for lost ones; returns every candidate mask at image size."""
+        pred = self.predictor
+        model, dev = pred.model, pred.device
+        feats = emb.features
+        h4, w4 = feats.mask_features.shape[-2:]
+        tracked = [o for o in objs if o.state == TRACKED]
+        lost = [o for o in objs if o.state == LOST]
+        pieces, mems, owners, sources = [], [], [], []
+        if tracked:
+            masks = [_fit(o.mask, emb.orig_size) for o in tracked]
+            pos, neg = rasterize([VisualPrompt(mask=m) for m in masks], emb.orig_size, emb.input_size,
+                                 emb.padded_size, pred.point_radius)
+            pos_t = torch.from_numpy(pos)[None].to(dev)
+            if self.propagate == "mask":
+                pieces.append(model.spatial_tokens(feats, pos_t, torch.from_numpy(neg)[None].to(dev)))
+            else:
+                pieces += [self._prompt_tokens(o) for o in tracked]
+            if self.memory == "logits":
+                mems.append(torch.stack([_resize_logits(o.logits, (h4, w4)) for o in tracked]).to(dev))
+            else:
+                mems.append(F.adaptive_avg_pool2d(pos_t[0].float() * (2 * MEMORY_LOGIT) - MEMORY_LOGIT, (h4, w4)))
+            owners += [o.id for o in tracked]
+            sources += ["propagate"] * len(tracked)
+        if "reference" in self.search:
+            for o in lost:
+                t = self._prompt_tokens(o)
+                if t is not None:
+                    pieces.append(t)
+                    # Nothing is known about where it is now: a memory that lets it look everywhere.
+                    mems.append(torch.full((1, h4, w4), MEMORY_LOGIT, device=dev))
+                    owners.append(o.id)
+                    sources.append("reference")
+        spatial = _cat_tokens(pieces) if pieces else None
+        memory = None
+        if spatial is not None and self.memory != "none":
+            memory = torch.cat(mems).to(pred.dtype)[None]
+        texts = [o for o in objs if o.text_tokens is not None
+                 and ((o.state == LOST and "text" in self.search) or (o.state == TRACKED and self.text_guide))]
+        grounding = None
+        if texts:
+            tok = torch.cat([o.text_tokens for o in texts])[None]
+            grounding = GroundingTokens(tok, torch.zeros(tok.shape[:2], dtype=torch.bool, device=dev))
+        out = model.decode(feats, grounding=grounding, spatial=spatial, memory=memory)
+
+        logits, embeds = [], []
+        if spatial is not None:
+            logits.append(out.prompt_masks[0])
+            embeds.append(out.prompt_embeds[0])
+        if texts:
+            phrase = torch.stack([o.text_emb for o in texts])
+            best = model.similarity(out.grounding_embeds[0], phrase).argmax(0)          # [P]
+            logits.append(out.grounding_masks[0, best])
+            embeds.append(out.grounding_embeds[0, best])
+            owners += [o.id for o in texts]
+            sources += ["text"] * len(texts)
+        searching = [o for o in lost if o.anchor is not None] if "objects" in self.search else []
+        if searching:
+            # Generic object queries come free with every pass: the one that looks most like
+            # each lost object is its candidate.
+            ql = out.object_masks[0].float()
+            app = self._appearance_lowres(ql, out.object_embeds[0], emb)
+            sims = torch.stack([o.anchor for o in searching]) @ app.T                     # [L, Q]
+            q = sims.argmax(1)
+            logits.append(ql[q])
+            embeds.append(out.object_embeds[0, q])
+            owners += [o.id for o in searching]
+            sources += ["objects"] * len(searching)
+        if not logits:
+            return []
+        logits = torch.cat(logits).float()
+        embeds = torch.cat(embeds).float()
+        # Image-size masks and probabilities for every candidate, in one upsampling call.
+        prob = pred.upsample(logits, emb).float().sigmoid()
+        masks = (prob > 0.5).cpu().numpy()
+        return [_Candidate(oid, src, logits[i], embeds[i], mask=masks[i], prob=prob[i])
+                for i, (oid, src) in enumerate(zip(owners, sources))]
+
+    def _grid(self, masks: np.ndarray, emb: ImageEmbedding) -> Tensor:
+        """Image-size masks [N, H, W] -> fraction covered per cell of the H/4 feature grid."""
+        feats = emb.features.mask_features
+        h4, w4 = feats.shape[-2:]
+        ih, iw = emb.input_size
+        gh, gw = min(h4, max(1, round(ih / 4))), min(w4, max(1, round(iw / 4)))
+        m = torch.from_numpy(np.ascontiguousarray(masks)).to(feats.device).float()[:, None]
+        m = F.interpolate(m, size=(gh, gw), mode="area")[:, 0]
+        return F.pad(m, (0, w4 - gw, 0, h4 - gh))
+
+    def _appearance(self, masks: np.ndarray, embeds, emb: ImageEmbedding) -> Tensor:
+        """[N, C + D] appearance of image-size masks: what the object looks like (the mean pixel
+        feature of the pixel decoder under it, minus the image's mean feature so that it tells the
+        object from the table) next to what it is (the decoder's class embedding of its query),
+        each a unit vector, weighted equally. Measured on held-out sequences with true masks, the
+        pair picks the right object among a scene's objects more often than either part alone."""
+        return self._pooled(self._grid(masks, emb), embeds, emb)
+
+    def _appearance_lowres(self, logits: Tensor, embeds: Tensor, emb: ImageEmbedding) -> Tensor:
+        return self._pooled((logits > 0).float(), embeds, emb)
+
+    def _pooled(self, w: Tensor, embeds, emb: ImageEmbedding) -> Tensor:
+        mf = emb.features.mask_features[0].float()                              # [C, h, w]
+        ih, iw = emb.input_size
+        gh, gw = max(1, round(ih / 4)), max(1, round(iw / 4))
+        mean = mf[:, :gh, :gw].mean((1, 2))
+        v = torch.einsum("nhw,chw->nc", w.to(mf.dtype), mf) / w.flatten(1).sum(1).clamp(min=1e-6)[:, None]
+        cls = F.normalize(torch.as_tensor(embeds).to(mf.device).float(), dim=-1)
+        return torch.cat([F.normalize(v - mean, dim=-1), cls], -1) / np.sqrt(2)
+
+    def _clean_logits(self, logits: Tensor, mask: np.ndarray, emb: ImageEmbedding) -> Tensor:
+        """The model's low-res logits with everything outside the kept mask pushed to background,
+        so that a refinement's memory does not bring back a dropped component."""
+        g = self._grid(mask[None], emb)[0].to(logits.device)
+        return torch.where(g > 0, logits, torch.minimum(logits, torch.tensor(-MEMORY_LOGIT))).detach()
+
+    # ------------------------------------------------------------------ decisions
+    def _min_pixels(self, emb: ImageEmbedding) -> int:
+        return max(1, int(round(self.min_area * emb.orig_size[0] * emb.orig_size[1])))
+
+    def _similarity(self, o: _Object, app: Tensor) -> float:
+        refs = [r for r in (o.anchor, o.recent) if r is not None]
+        if not refs:
+            return 1.0
+        return max(float(app @ r) for r in refs)
+
+    def _finish(self, c: _Candidate, mask: np.ndarray, emb: ImageEmbedding, o: _Object) -> _Candidate:
+        c.mask = mask
+        c.area = int(mask.sum())
+        c.score = _mean_prob(c.prob, mask)
+        if c.area:
+            c.appearance = self._appearance(mask[None], c.embed[None], emb)[0]
+            c.similarity = self._similarity(o, c.appearance)
+        return c
+
+    def _decide(self, objs: List[_Object], cands: List[_Candidate], emb: ImageEmbedding, stamp: float) -> None:
+        minpx = self._min_pixels(emb)
+        H, W = emb.orig_size
+        margin = max(1, int(round(self.track_margin * np.hypot(H, W))))
+        by_owner: Dict[int, List[_Candidate]] = {}
+        for c in cands:
+            by_owner.setdefault(c.owner, []).append(c)
+        chosen: Dict[int, _Candidate] = {}
+        # Tracked objects: keep the propagated mask (its parts near the previous mask) unless it
+        # is empty, unsure, grew suspiciously, or no longer looks like the object (it left the
+        # view, or was hidden, and the prompt landed on something else).
+        for o in objs:
+            if o.state != TRACKED:
+                continue
+            cs = by_owner.get(o.id, [])
+            prop = next((c for c in cs if c.source == "propagate"), None)
+            if prop is None:
+                continue
+            m = prop.mask
+            if self.components and m.any():
+                m = _keep_near(m, _grow(_fit(o.mask, (H, W)), margin))
+            self._finish(prop, m, emb, o)
+            ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
+                  and prop.area <= self.max_growth * max(o.area, minpx))
+            text = next((c for c in cs if c.source == "text"), None)
+            if text is not None:
+                self._finish(text, _best_component(text.mask, text.prob) if self.components else text.mask, emb, o)
+                if self._text_better(prop, text, ok, minpx):
+                    prop, ok = text, True
+            if ok:
+                chosen[o.id] = prop
+        # Objects prompted on this very image keep their pixels (the user's word wins).
+        todo = {o.id for o in objs}
+        fixed = np.zeros((H, W), bool)
+        for o in self._objects.values():
+            if o.id not in todo and o.on(emb) and o.state == TRACKED and o.mask is not None:
+                fixed |= o.mask
+        # Lost objects: only a confident, appearance-similar candidate that is not already another
+        # object's mask brings it back, with its old id.
+        taken = fixed.copy()
+        for c in chosen.values():
+            taken |= c.mask
+        lost = [o for o in objs if o.state == LOST]
+        if lost:
+            chosen.update(self._reacquire(lost, [c for o in lost for c in by_owner.get(o.id, [])], taken, emb, stamp))
+        if fixed.any():
+            for c in chosen.values():
+                c.mask = c.mask & ~fixed
+        final = _resolve_overlaps(chosen)
+        for o in objs:
+            c = chosen.get(o.id)
+            m = final.get(o.id)
+            o.seen = weakref.ref(emb)
+            if c is None or m is None or int(m.sum()) < minpx:
+                if o.state == TRACKED:
+                    o.state, o.lost_since = LOST, stamp
+                o.mask = None
+                continue
+            o.state, o.lost_since = TRACKED, None
+            o.mask, o.score, o.area = m, c.score, int(m.sum())
+            o.box = _box(m)
+            o.logits = self._clean_logits(c.logits, m, emb)
+            if o.anchor is None:
+                o.anchor = c.appearance
+            o.recent = c.appearance if o.recent is None else F.normalize(
+                (1 - self.momentum) * o.recent + self.momentum * c.appearance, dim=0)
+        found = [o for o in objs if o.state == TRACKED]
+        if found and self.propagate != "first":
+            toks = self.predictor.spatial_tokens([VisualPrompt(mask=o.mask) for o in found], emb)
+            for o, t in zip(found, _split_tokens(toks)):
+                o.last_tokens = t
+
+    def _reacquire(self, lost: List[_Object], cands: List[_Candidate], taken: np.ndarray,
+                   emb: ImageEmbedding, stamp: float) -> Dict[int, _Candidate]:
+        """Re-identification of lost objects, jointly: every region any lost object's prompt
+        found (its connected parts, minus pixels other objects hold) is scored against every lost
+        object's appearance, and regions go to objects best match first, one each. So when two
+        similar-looking objects are both lost and one comes back, it goes to the one it resembles
+        most, not to whichever prompt happened to find it. A region needs a confident mask, an
+        appearance similarity >= reacquire_similarity and to lie within reach of where the object
+        was last seen; an object never seen yet (a phrase or a
+        reference image that matched nothing when it was added) may take the region its own
+        prompt found."""
+        minpx = self._min_pixels(emb)
+        regions: List[_Candidate] = []
+        for c in cands:
+            if c.area and (c.mask & taken).sum() > 0.5 * c.mask.sum():
+                continue                                    # it found an object already tracked
+            free = c.mask & ~taken
+            parts = _components(free, minpx, 3) if self.components else ([free] if free.sum() >= minpx else [])
+            for m in parts:
+                r = _Candidate(c.owner, c.source, c.logits, c.embed, m, c.prob)
+                r.area, r.score = int(m.sum()), _mean_prob(c.prob, m)
+                if r.score >= self.reacquire_score:
+                    regions.append(r)
+        if not regions:
+            return {}
+        # The same place found by several prompts counts once (the most confident).
+        regions.sort(key=lambda r: -r.score)
+        uniq: List[_Candidate] = []
+        for r in regions:
+            if all(_iou(r.mask, u.mask) < 0.5 for u in uniq):
+                uniq.append(r)
+        apps = self._appearance(np.stack([r.mask for r in uniq]), torch.stack([r.embed for r in uniq]), emb)
+        diag = float(np.hypot(*emb.orig_size))
+        boxes = [_box(r.mask) for r in uniq]
+        pairs = []
+        for k, r in enumerate(uniq):
+            r.appearance = apps[k]
+            sims = []
+            for o in lost:
+                if o.box is not None and o.lost_since is not None:
+                    limit = (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag
+                    if _gap(boxes[k], o.box) > limit:
+                        continue
+                if o.anchor is not None:
+                    sims.append((self._similarity(o, apps[k]), o))
+                elif r.owner == o.id:                    # never seen: trust its own prompt
+                    pairs.append((0.0, k, o))
+            sims.sort(key=lambda x: -x[0])
+            if sims and sims[0][0] >= self.reacquire_similarity:
+                if len(sims) == 1 or sims[0][0] - sims[1][0] >= self.reid_margin:
+                    pairs.append((sims[0][0], k, sims[0][1]))
+        out: Dict[int, _Candidate] = {}
+        used = set()
+        for sim, k, o in sorted(pairs, key=lambda x: -x[0]):
+            if o.id in out or k in used:
+                continue
+            r = uniq[k]
+            r.owner, r.similarity = o.id, sim
+            out[o.id] = r
+            used.add(k)
+        return out
+
+    def _text_better(self, prop: _Candidate, text: _Candidate, prop_ok: bool, minpx: int) -> bool:
+        """With text_guide, the phrase's grounding mask replaces the propagated one when the
+        latter failed, or when it agrees with it and is more confident."""
+        if text.area < minpx or text.score < self.reacquire_score:
+            return False
+        if not prop_ok:
+            return text.similarity >= self.reacquire_similarity
+        inter = (text.mask & prop.mask).sum()
+        iou = inter / max((text.mask | prop.mask).sum(), 1)
+        return iou > 0.5 and text.score > prop.score
+
+    def _get(self, obj_id: int) -> _Object:
+        try:
+            return self._objects[int(obj_id)]
+        except (KeyError, TypeError, ValueError):
+            raise KeyError(f"no object with id {obj_id}") from None
+
+    @staticmethod
+    def _track(o: _Object) -> Track:
+        tracked = o.state == TRACKED
+        return Track(o.id, o.label, float(o.score), o.state, o.mask if tracked else None, o.prompt.kind,
+                     o.prompt.text, o.age_frames, o.lost_since)
+
+
+# ---------------------------------------------------------------------- helpers
+def _mean_prob(prob: Tensor, mask: np.ndarray) -> float:
+    n = int(mask.sum())
+    if n == 0:
+        return 0.0
+    return float(prob[torch.from_numpy(mask).to(prob.device)].mean())
+
+
+def _label(mask: np.ndarray):
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))
+
+
+def _grow(mask: np.ndarray, r: int) -> np.ndarray:
+    """Dilation by a (2r+1)^2 square, computed on the mask's bounding box only."""
+    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    out = np.zeros_like(mask)
+    if not len(ys):
+        return out
+    y0, y1 = max(ys[0] - r, 0), min(ys[-1] + r + 1, mask.shape[0])
+    x0, x1 = max(xs[0] - r, 0), min(xs[-1] + r + 1, mask.shape[1])
+    out[y0:y1, x0:x1] = ndimage.maximum_filter(mask[y0:y1, x0:x1], size=2 * r + 1, mode="constant")
+    return out
+
+
+def _keep_near(mask: np.ndarray, near: np.ndarray, min_frac: float = 0.3) -> np.ndarray:
+    """The connected parts of `mask` lying mostly (>= min_frac) in `near` (the previous mask,
+    dilated by the motion allowed per frame); if none does, the one overlapping it most; if
+    nothing overlaps it, nothing (the mask jumped elsewhere)."""
+    lab, n = _label(mask)
+    if n <= 1:
+        return mask if (mask & near).any() else np.zeros_like(mask)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    inside = np.bincount(lab[near].ravel(), minlength=n + 1)
+    keep = inside >= min_frac * size
+    keep[0] = False
+    if not keep.any():
+        if inside[1:].max() == 0:
+            return np.zeros_like(mask)
+        keep[1 + int(np.argmax(inside[1:]))] = True
+    return keep[lab]
+
+
+def _keep_prompted(mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The connected parts of `mask` the prompt points at: those holding at least half of the
+    prompt's pixels (a click, a scribble) or lying at least half inside it (a box, a mask);
+    nothing when no part touches the prompt."""
+    lab, n = _label(mask)
+    if n <= 1:
+        return mask if (mask & pos).any() else np.zeros_like(mask)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    inside = np.bincount(lab[pos].ravel(), minlength=n + 1)
+    keep = (inside >= 0.5 * np.minimum(size, pos.sum())) & (inside > 0)
+    keep[0] = False
+    if not keep.any():
+        if inside[1:].max() == 0:
+            return np.zeros_like(mask)       # the model answered elsewhere: not what was meant
+        keep[1 + int(np.argmax(inside[1:]))] = True
+    return keep[lab]
+
+
+def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
+    """The k largest connected parts of at least min_px pixels."""
+    lab, n = _label(mask)
+    if n == 0:
+        return []
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    size[0] = 0
+    order = [i for i in np.argsort(-size)[:k] if size[i] >= min_px]
+    return [lab == i for i in order]
+
+
+def _box(mask: np.ndarray) -> Optional[np.ndarray]:
+    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if not len(ys):
+        return None
+    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], float)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between two boxes (0 when they touch or overlap)."""
+    dx = max(a[0] - b[2], b[0] - a[2], 0.0)
+    dy = max(a[1] - b[3], b[1] - a[3], 0.0)
+    return float(np.hypot(dx, dy))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+
+
+def _best_component(mask: np.ndarray, prob: Tensor) -> np.ndarray:
+    """The single connected part with the most probability mass."""
+    lab, n = _label(mask)
+    if n <= 1:
+        return mask
+    mass = np.bincount(lab.ravel(), weights=prob.cpu().numpy().ravel(), minlength=n + 1)
+    mass[0] = -1
+    return lab == int(np.argmax(mass))
+
+
+def _cat_tokens(parts: Sequence[SpatialTokens]) -> SpatialTokens:
+    """Several prompts' spatial tokens (batch 1, maybe from different images) as one prompt set."""
+    if len(parts) == 1:
+        return parts[0]
+    idx, off = [], 0
+    for p in parts:
+        i = p.index.clone()
+        i[i >= 0] += off
+        idx.append(i)
+        off += p.num_prompts
+    nlev = len(parts[0].level_tokens)
+    return SpatialTokens(torch.cat([p.mean_pos for p in parts], 1),
+                         [torch.cat([p.level_tokens[k] for p in parts], 1) for k in range(nlev)],
+                         torch.cat(idx, 1), off)
+
+
+def _union_tokens(a: SpatialTokens, b: SpatialTokens) -> SpatialTokens:
+    """Two one-prompt token sets (e.g. from two images) as a single prompt."""
+    return SpatialTokens((a.mean_pos + b.mean_pos) / 2,
+                         [torch.cat([x, y], 1) for x, y in zip(a.level_tokens, b.level_tokens)],
+                         torch.cat([a.index, b.index], 1), 1)
+
+
+def _split_tokens(t: SpatialTokens) -> List[SpatialTokens]:
+    """A batch-1 prompt set -> one SpatialTokens per prompt."""
+    out = []
+    for i in range(t.num_prompts):
+        sel = t.index[0] == i
+        out.append(SpatialTokens(t.mean_pos[:, i:i + 1], [lt[:, sel] for lt in t.level_tokens],
+                                 torch.zeros((1, int(sel.sum())), dtype=t.index.dtype, device=t.index.device), 1))
+    return out
+
+
+def _resize_logits(x: Tensor, size) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    y = x[None] if x.dim() == 3 else x[None, None]
+    y = F.interpolate(y.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return y[0] if x.dim() == 3 else y[0, 0]
+
+
+def _fit(mask: np.ndarray, size) -> np.ndarray:
+    """A mask from an image of another size (camera resolution change): nearest resize."""
+    if mask.shape == tuple(size):
+        return mask
+    h, w = mask.shape
+    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
+    """Disjoint masks: where several masks claim a pixel, the one with the highest
+    score * probability there keeps it."""
+    if not chosen:
+        return {}
+    ids = list(chosen)
+    if len(ids) == 1:
+        return {ids[0]: chosen[ids[0]].mask}
+    masks = np.stack([chosen[i].mask for i in ids])
+    contested = masks.sum(0) > 1
+    if not contested.any():
+        return {i: masks[k] for k, i in enumerate(ids)}
+    w = torch.stack([chosen[i].prob * chosen[i].score for i in ids]).cpu().numpy()
+    w = np.where(masks, w, -1.0)
+    owner = w.argmax(0)
+    out = {}
+    for k, i in enumerate(ids):
+        out[i] = masks[k] & (~contested | (owner == k))
+    return out
+
+
+def _merge(a: Optional[VisualPrompt], b: VisualPrompt) -> VisualPrompt:
+    """Union of two prompts (clicks accumulate, masks are or-ed)."""
+    if a is None:
+        return b
+    pts = [x for x in (a.points, b.points) if x is not None and np.asarray(x).size]
+    labs = []
+    for p in (a, b):
+        if p.points is not None and np.asarray(p.points).size:
+            n = len(np.asarray(p.points).reshape(-1, 2))
+            labs.append(np.ones(n, np.int64) if p.labels is None else np.asarray(p.labels).reshape(-1))
+    boxes = [x for x in (a.boxes, b.boxes) if x is not None and np.asarray(x).size]
+    orm = lambda x, y: x if y is None else (y if x is None else (np.asarray(x, bool) | np.asarray(y, bool)))
+    return VisualPrompt(
+        np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in pts]) if pts else None,
+        np.concatenate(labs) if labs else None,
+        np.concatenate([np.asarray(x, np.float64).reshape(-1, 4) for x in boxes]) if boxes else None,
+        list(a.scribbles) + list(b.scribbles), list(a.polygons) + list(b.polygons),
+        orm(a.mask, b.mask), orm(a.negative_mask, b.negative_mask),
+        list(a.negative_scribbles) + list(b.negative_scribbles))
+
+
+def _has_positive(p: VisualPrompt) -> bool:
+    if p.points is not None and np.asarray(p.points).size:
+        lab = np.ones(len(np.asarray(p.points).reshape(-1, 2))) if p.labels is None else np.asarray(p.labels)
+        if (lab > 0).any():
+            return True
+    return bool((p.boxes is not None and np.asarray(p.boxes).size) or p.scribbles or p.polygons or p.mask is not None)
+
+
+def _carve(mask: np.ndarray, p: VisualPrompt, size, radius_frac: float = 0.03) -> np.ndarray:
+    """The current mask minus a disc around each negative click (a positive mask prompt would
+    otherwise override negatives inside it)."""
+    mask = _fit(mask, size).copy()
+    if p.points is None or p.labels is None:
+        return mask
+    pts = np.asarray(p.points, np.float64).reshape(-1, 2)
+    lab = np.asarray(p.labels).reshape(-1)
+    r = max(2.0, radius_frac * max(size))
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    for (x, y), l in zip(pts, lab):
+        if not l:
+            mask &= (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 > r * r
+    return mask

@@ -1,0 +1,378 @@
+"""Object tracking (seem_ros.tracking): tracker logic on an oracle test double, one end-to-end run
+with the bundled model on a generated sequence, and the metrics on hand-made masks."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seem_ros.inference import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import ImageEmbedding
+from seem_ros.model.decoder import DecoderOutput, GroundingTokens, ImageFeatures, SpatialTokens
+from seem_ros.tracking import ObjectPrompt, ObjectTracker, Track
+from seem_ros.tracking import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "seem_ros" / "weights" / "seem_tiny.pt"
+
+# ----------------------------------------------------------------------------- oracle test double
+# Images carry object ids in the red channel (id * 10). The double's "features" are the one-hot ids
+# at 1/4 resolution, so a prompt's tokens name the object under it and decoding returns exactly
+# that object's pixels, on any image: a perfect segmenter, so the tests see only tracker logic.
+C = 16                      # feature channels = max ids (0 = background)
+H, W = 96, 128
+
+
+class FakeTokenizer:
+    def __call__(self, texts):
+        ids = [int(re.search(r"\d+", t).group()) if re.search(r"\d+", t) else 0 for t in texts]
+        return torch.tensor(ids)[:, None], torch.ones(len(ids), 1, dtype=torch.long)
+
+
+class FakeTextEncoder:
+    def encode_tokens(self, ids, att):
+        oh = F.one_hot(ids.clamp(0, C - 1), C).float()           # [N, L, C]
+        return oh, oh[:, 0]
+
+
+class FakeModel:
+    def __init__(self, bleed: bool = False):
+        self.text_encoder = FakeTextEncoder()
+        self.bleed = bleed          # masks spill one feature cell over their border
+        self.calls = []             # (spatial prompts, memory given, grounding phrases) per decode
+
+    def encode_image(self, rgb: np.ndarray) -> ImageFeatures:
+        ids = torch.from_numpy(np.rint(rgb[..., 0] / 10.0).astype(np.int64)).clamp(0, C - 1)
+        oh = F.one_hot(ids, C).permute(2, 0, 1).float()[None]     # [1, C, H, W]
+        return ImageFeatures(F.avg_pool2d(oh, 4), [], [], [], [])
+
+    def grounding_tokens(self, ids, att):
+        tok, cls = self.text_encoder.encode_tokens(ids, att)
+        t = tok[att.bool()][None]
+        return GroundingTokens(t, torch.zeros(t.shape[:2], dtype=torch.bool)), cls
+
+    def spatial_tokens(self, feats, pos, neg) -> SpatialTokens:
+        mf = feats.mask_features                                   # [1, C, h, w]
+        w = F.adaptive_avg_pool2d(pos.float(), mf.shape[-2:])      # [1, ns, h, w]
+        mean = torch.einsum("bnhw,bchw->bnc", w, mf) / w.flatten(2).sum(-1).clamp(min=1e-6)[..., None]
+        ns = pos.shape[1]
+        return SpatialTokens(mean, [mean.clone()], torch.arange(ns)[None], ns)
+
+    def _masks(self, feats, ids: torch.Tensor) -> torch.Tensor:
+        mf = feats.mask_features[0]
+        m = mf[ids.clamp(min=0)]                                   # [n, h, w] coverage of each id
+        if self.bleed:
+            m = F.max_pool2d(m[None], 3, 1, 1)[0]
+        logits = 20 * (m - 0.5)
+        logits[ids <= 0] = -10.0                                   # nothing named: empty mask
+        return logits
+
+    def decode(self, feats, grounding=None, spatial=None, memory=None) -> DecoderOutput:
+        self.calls.append((0 if spatial is None else spatial.num_prompts, memory is not None,
+                           0 if grounding is None else grounding.tokens.shape[1]))
+        q = torch.arange(C)
+        eye = torch.eye(C)
+        out = DecoderOutput(self._masks(feats, q)[None], eye[None])
+        if grounding is not None:
+            out.grounding_masks, out.grounding_embeds = self._masks(feats, q)[None], eye[None]
+        if spatial is not None:
+            ns = spatial.num_prompts
+            tok = spatial.level_tokens[0][0]
+            idx = spatial.index[0]
+            v = torch.zeros(ns, C).index_add_(0, idx, tok) / torch.bincount(idx, minlength=ns).clamp(min=1)[:, None]
+            ids = v[:, 1:].argmax(1) + 1
+            ids[v[:, 1:].max(1).values < 0.05] = 0
+            masks = self._masks(feats, ids)
+            out.prompt_masks, out.prompt_embeds = masks[None], eye[ids][None]
+            out.spatial_masks = masks.repeat_interleave(3, 0)[None]
+            out.prompt_choice = torch.zeros(1, ns, dtype=torch.long)
+        return out
+
+    def similarity(self, embeds, text, clamp=True):
+        return 10 * F.normalize(embeds, dim=-1) @ F.normalize(text, dim=-1).transpose(-1, -2)
+
+
+class FakePredictor(SeemPredictor):
+    """SeemPredictor's own predict / predict_text / upsample code on the oracle model."""
+
+    def __init__(self, bleed: bool = False):         # no super().__init__: no real model to move
+        self.model = FakeModel(bleed)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.short_side, self.point_radius = H, 1
+        self.tokenizer = FakeTokenizer()
+        self.embedding, self.vocabulary, self._vocab_emb, self._vocab_cache = None, [], None, {}
+
+    def set_image(self, image):
+        self.embedding = ImageEmbedding(self.model.encode_image(image), image.shape[:2], image.shape[:2],
+                                        image.shape[:2])
+        return self.embedding
+
+
+def draw(boxes) -> np.ndarray:
+    """id -> (x, y, w, h) rectangles, later ones on top; parts outside the image are clipped."""
+    img = np.zeros((H, W, 3), np.uint8)
+    for oid, (x, y, w, h) in boxes.items():
+        img[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0), 0] = oid * 10
+    return img
+
+
+def ids_of(img) -> np.ndarray:
+    return np.rint(img[..., 0] / 10.0).astype(int)
+
+
+def click(img, oid) -> ObjectPrompt:
+    ys, xs = np.nonzero(ids_of(img) == oid)
+    return ObjectPrompt("point", visual=VisualPrompt(points=[[xs.mean() + 0.5, ys.mean() + 0.5]]))
+
+
+def exit_sequence(n=16):
+    """Object 1 still; object 2 slides right out of view (frames 5-9) and comes back; object 3
+    still. 10 frames per second."""
+    frames = []
+    for i in range(n):
+        x2 = 70 + 12 * i if i < 5 else (200 if i < 10 else 96)
+        frames.append(draw({1: (8, 8, 20, 16), 2: (x2, 40, 20, 20), 3: (30, 64, 24, 16)}))
+    return frames
+
+
+def iou(a, b):
+    return metrics.region_similarity(a, b)
+
+
+# ----------------------------------------------------------------------------- tracker logic
+def test_stable_ids_lost_and_reacquired_with_old_id():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred)
+    frames = exit_sequence()
+    emb = pred.set_image(frames[0])
+    ids = [tr.add(click(frames[0], o), emb, 0.0).id for o in (1, 2, 3)]
+    assert ids == [1, 2, 3]
+    for i, img in enumerate(frames[1:], 1):
+        tracks = {t.id: t for t in tr.update(pred.set_image(img), i * 0.1)}
+        assert set(tracks) == {1, 2, 3}                             # nothing dropped, no new ids
+        truth = ids_of(img)
+        for tid, gid in zip(ids, (1, 2, 3)):
+            t = tracks[tid]
+            if (truth == gid).sum() == 0:
+                assert t.state == "lost" and t.mask is None, (i, tid)
+                assert t.lost_since == pytest.approx(0.5)          # stamp of the first frame without it
+            else:
+                assert t.state == "tracked" and t.lost_since is None, (i, tid)
+                assert iou(t.mask, truth == gid) > 0.9, (i, tid)
+        assert tracks[1].age_frames == i
+
+
+def test_lost_object_is_not_segmented_elsewhere_and_dropped_after_timeout():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred, lost_timeout_s=0.25)
+    frames = exit_sequence()
+    emb = pred.set_image(frames[0])
+    tr.add(click(frames[0], 1), emb, 0.0)
+    tr.add(click(frames[0], 2), emb, 0.0)
+    seen = []
+    for i, img in enumerate(frames[1:10], 1):
+        tracks = {t.id: t for t in tr.update(pred.set_image(img), i * 0.1)}
+        seen.append(set(tracks))
+        if 2 in tracks and tracks[2].state == "lost":
+            assert iou(tracks[1].mask, ids_of(img) == 1) > 0.9      # object 1 did not take its place
+    assert {1, 2} in seen
+    assert seen[-1] == {1}                                          # lost 0.5 s > 0.25 s: dropped
+    t = tr.add(click(frames[12], 2), pred.set_image(frames[12]), 1.2)
+    assert t.id == 3                                                # ids are never reused
+
+
+def test_one_decoder_pass_per_frame_and_no_redecode_after_add():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred)
+    img = draw({1: (8, 8, 20, 16), 2: (60, 40, 20, 20), 3: (30, 64, 24, 16), 4: (90, 10, 16, 16)})
+    emb = pred.set_image(img)
+    for o in (1, 2, 3):
+        tr.add(click(img, o), emb, 0.0)
+    emb2 = pred.set_image(img)
+    tr.add(click(img, 4), emb2, 0.1)                  # added on the new frame: not decoded again
+    pred.model.calls.clear()
+    tracks = tr.update(emb2, 0.1)
+    assert len(pred.model.calls) == 1
+    assert pred.model.calls[0][0] == 3               # three objects, one pass
+    assert all(t.state == "tracked" for t in tracks)
+    pred.model.calls.clear()
+    tr.update(emb2, 0.1)                              # everything already done on this image
+    assert pred.model.calls == []
+
+
+def test_masks_never_overlap():
+    pred = FakePredictor(bleed=True)                  # each mask spills onto its neighbour
+    tr = ObjectTracker(pred, components=False)
+    img = draw({1: (20, 20, 24, 24), 2: (44, 20, 24, 24), 3: (44, 44, 24, 24)})
+    emb = pred.set_image(img)
+    for o in (1, 2, 3):
+        tr.add(click(img, o), emb, 0.0)
+    for i in range(1, 3):
+        tracks = tr.update(pred.set_image(img), i * 0.1)
+        stack = np.stack([t.mask for t in tracks if t.mask is not None])
+        assert len(stack) == 3
+        assert stack.sum(0).max() == 1
+        for t in tracks:
+            assert iou(t.mask, ids_of(img) == t.id) > 0.6
+
+
+def test_text_and_reference_prompts_and_refind_by_phrase():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred)
+    frames = exit_sequence()
+    emb = pred.set_image(frames[0])
+    t = tr.add(ObjectPrompt("text", text="thing 2"), emb, 0.0)
+    assert (t.label, t.prompt_kind, t.prompt_text) == ("thing 2", "text", "thing 2")
+    assert iou(t.mask, ids_of(frames[0]) == 2) > 0.9
+    tokens = pred.reference_tokens([click(frames[0], 3).visual], emb)
+    r = tr.add(ObjectPrompt("reference", tokens=tokens), pred.set_image(frames[3]), 0.3)
+    assert iou(r.mask, ids_of(frames[3]) == 3) > 0.9
+    states = []
+    for i in range(4, 13):
+        states.append({x.id: x.state for x in tr.update(pred.set_image(frames[i]), i * 0.1)}[t.id])
+    assert "lost" in states and states[-1] == "tracked"
+
+
+def test_add_refine_replace_remove_clear_and_errors():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred, max_objects=2)
+    img = draw({1: (8, 8, 20, 16), 2: (60, 40, 20, 20), 3: (30, 64, 24, 16)})
+    emb = pred.set_image(img)
+    for bad in (ObjectPrompt("laser"), ObjectPrompt("text", text="  "), ObjectPrompt("box"),
+                ObjectPrompt("point", visual=VisualPrompt()), ObjectPrompt("reference")):
+        with pytest.raises(ValueError):
+            tr.add(bad, emb, 0.0)
+    with pytest.raises(ValueError, match="no positive pixel"):   # click outside the image
+        tr.add(ObjectPrompt("point", visual=VisualPrompt(points=[[500, 500]])), emb, 0.0)
+    a = tr.add(click(img, 1), emb, 0.0)
+    b = tr.add(ObjectPrompt("box", visual=VisualPrompt(boxes=[[60, 40, 80, 60]])), emb, 0.0)
+    assert (a.id, b.id) == (1, 2)                                # failed adds took no id
+    with pytest.raises(ValueError, match="max_objects"):
+        tr.add(click(img, 3), emb, 0.0)
+    # Refine: the object's current logits are the memory; a lone negative click works on a new frame.
+    emb2 = pred.set_image(img)
+    pred.model.calls.clear()
+    r = tr.refine(2, VisualPrompt(points=[[70, 50]], labels=[0]), emb2, 0.1)
+    assert r.id == 2 and pred.model.calls[-1][1] is True
+    with pytest.raises(KeyError):
+        tr.refine(99, VisualPrompt(points=[[5, 5]]), emb2, 0.1)
+    # Replace keeps the id and takes the new object.
+    t = tr.replace(1, click(img, 3), emb2, 0.1)
+    assert t.id == 1 and iou(t.mask, ids_of(img) == 3) > 0.9
+    with pytest.raises(KeyError):
+        tr.replace(7, click(img, 3), emb2, 0.1)
+    assert tr.remove(1) is True and tr.remove(1) is False
+    assert [t.id for t in tr.tracks] == [2]
+    tr.clear()
+    assert tr.tracks == [] and tr.update(emb2, 0.2) == []
+    assert tr.add(click(img, 1), emb2, 0.2).id == 3              # ids keep counting after clear
+
+
+def test_user_prompt_wins_pixels_on_its_image():
+    pred = FakePredictor(bleed=True)                             # neighbours' masks overlap
+    tr = ObjectTracker(pred, components=False)
+    img = draw({1: (20, 20, 24, 24), 2: (44, 20, 24, 24)})
+    emb = pred.set_image(img)
+    first = tr.add(click(img, 1), emb, 0.0)
+    assert first.mask[20:44, 44].any()                          # spills onto object 2
+    second = tr.add(click(img, 2), emb, 0.0)
+    masks = {t.id: t.mask for t in tr.tracks}
+    assert not (masks[1] & masks[2]).any()
+    assert masks[2][ids_of(img) == 2].all()                     # the latest prompt keeps all its pixels
+    assert second.mask.sum() == masks[2].sum()
+
+
+def test_tracking_package_has_no_ros_imports():
+    src = "\n".join(p.read_text() for p in (ROOT / "seem_ros" / "tracking").glob("*.py"))
+    assert not re.search(r"^\s*(import|from)\s+(rclpy|sensor_msgs|std_msgs|builtin_interfaces)", src, re.M)
+
+
+# ----------------------------------------------------------------------------- bundled model
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="bundled weights missing")
+def test_bundled_model_keeps_ids_and_reacquires_exit_object():
+    """A generated sequence: the camera pans until exit_object leaves the view, then back."""
+    from seem_ros.model import SeemModel
+    from seem_ros.sim import make_sequence
+    from seem_ros.tracking.evaluate import interior_point
+
+    torch.manual_seed(0)
+    pred = SeemPredictor(SeemModel.from_checkpoint(WEIGHTS))
+    seq = make_sequence(0, n_frames=30, width=320, height=240)
+    f0 = seq.render(0)
+    ex = seq.exit_object
+    other = max((o for o in f0.objects if o.id != ex), key=lambda o: o.visible_pixels).id
+    emb = pred.set_image(f0.rgb)
+    tr = ObjectTracker(pred)
+    tid = {g: tr.add(ObjectPrompt("point", visual=VisualPrompt(points=[interior_point(f0.instance == g)])), emb, 0.0).id
+           for g in (ex, other)}
+    was_lost, back, other_ok = False, False, []
+    for i in range(1, 30):
+        f = seq.render(i)
+        tracks = {t.id: t for t in tr.update(pred.set_image(f.rgb), f.stamp)}
+        assert set(tracks) == set(tid.values())
+        t = tracks[tid[ex]]
+        gt = f.instance == ex
+        if gt.sum() == 0:
+            assert t.state == "lost", f"frame {i}: exit object out of view but tracked"
+            was_lost = True
+        elif was_lost and t.state == "tracked":
+            back = back or iou(t.mask, gt) > 0.5
+        o = tracks[tid[other]]
+        other_ok.append(o.state == "tracked" and iou(o.mask, f.instance == other) > 0.5)
+    assert was_lost and back
+    assert np.mean(other_ok) >= 0.8
+
+
+# ----------------------------------------------------------------------------- metrics
+def square(y, x, s=10, shape=(40, 40)):
+    m = np.zeros(shape, bool)
+    m[y:y + s, x:x + s] = True
+    return m
+
+
+def test_region_similarity():
+    assert metrics.region_similarity(square(5, 5), square(5, 10)) == pytest.approx(50 / 150)
+    assert metrics.region_similarity(square(5, 5), square(5, 5)) == 1.0
+    empty = np.zeros((40, 40), bool)
+    assert metrics.region_similarity(empty, empty) == 1.0
+    assert metrics.region_similarity(square(5, 5), empty) == 0.0
+
+
+def test_boundary_f():
+    a = square(10, 10, 12, (100, 100))
+    assert metrics.boundary_f(a, a) == 1.0
+    # Tolerance ceil(0.008 * diagonal) = 2 px at 100x100: a 1 px shift is a perfect match ...
+    assert metrics.boundary_f(np.roll(a, 1, 1), a) == 1.0
+    # ... a 6 px shift matches only the horizontal edges partly.
+    f6 = metrics.boundary_f(np.roll(a, 6, 1), a)
+    assert 0.2 < f6 < 0.8
+    assert metrics.boundary_f(square(60, 60, 12, (100, 100)), a) == 0.0
+    empty = np.zeros((100, 100), bool)
+    assert metrics.boundary_f(empty, empty) == 1.0
+    assert metrics.boundary_f(empty, a) == 0.0 and metrics.boundary_f(a, empty) == 0.0
+    # In pixels (bound_th >= 1): a 3 px shift is outside a 2 px tolerance on the vertical edges.
+    assert metrics.boundary_f(np.roll(a, 3, 1), a, bound_th=2) < metrics.boundary_f(np.roll(a, 3, 1), a, bound_th=3) == 1.0
+
+
+def test_match_and_identity_switches():
+    g1, g2 = square(0, 0), square(20, 20)
+    assert metrics.match({1: g1, 2: g2}, {7: g2, 8: g1}) == {1: 8, 2: 7}
+    assert metrics.match({1: g1}, {7: square(0, 8)}) == {}          # IoU 0.25 < 0.5
+    steady = [{1: 7, 2: 8}] * 5
+    assert metrics.identity_switches(steady) == 0
+    swapped = [{1: 7, 2: 8}, {1: 7, 2: 8}, {1: 8, 2: 7}, {1: 8, 2: 7}]
+    assert metrics.identity_switches(swapped) == 4                  # two objects and two tracks changed
+    jump = [{1: 7}, {}, {2: 7}]                                       # track 7 jumped onto object 2
+    assert metrics.identity_switches(jump) == 1
+    gap = [{1: 7}, {}, {1: 7}]                                       # unmatched in between: no switch
+    assert metrics.identity_switches(gap) == 0
+
+
+def test_reacquisition():
+    present = [True, True, False, False, True, True, True, False, True, True]
+    correct = [True, True, False, False, False, True, True, False, False, False]
+    assert metrics.reacquisition(present, correct, window=5) == (2, 1)
+    assert metrics.reacquisition(present, correct, window=1) == (2, 0)
+    assert metrics.reacquisition([True] * 4, [True] * 4) == (0, 0)
