@@ -18,8 +18,17 @@ def model(name: str = "tiny") -> SeemModel:
     return m
 
 
-def predictor(name: str = "tiny", short_side: int = 128, **kw) -> SeemPredictor:
-    return SeemPredictor(model(name), short_side=short_side, **kw)
+_VOCAB_CACHES: dict = {}
+
+
+def predictor(name: str = "tiny", short_side: int = 128, vocabulary=(), **kw) -> SeemPredictor:
+    p = SeemPredictor(model(name), short_side=short_side, **kw)
+    # Vocabulary embeddings (80 templates per name through the text encoder: ~45 s for Focal-T on
+    # 2 cores) depend only on the model: share them between the tests' predictors.
+    p._vocab_cache = _VOCAB_CACHES.setdefault(name, {})
+    if vocabulary:
+        p.set_vocabulary(vocabulary)
+    return p
 
 
 def scene(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:

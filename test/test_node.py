@@ -428,3 +428,4 @@ def test_missing_or_corrupt_checkpoint_exits_nonzero(ros_env, tmp_path, content)
     proc.stop()
     assert rc == 1, proc.output
     assert "cannot load the model" in proc.output and str(path) in proc.output
+

@@ -147,7 +147,9 @@ def test_stable_ids_lost_and_reacquired_with_old_id():
     tr = ObjectTracker(pred)
     frames = exit_sequence()
     emb = pred.set_image(frames[0])
-    ids = [tr.add(click(frames[0], o), emb, 0.0).id for o in (1, 2, 3)]
+    added = [tr.add(click(frames[0], o), emb, 0.0) for o in (1, 2, 3)]
+    assert all(isinstance(t, Track) and t.state == "tracked" and t.age_frames == 0 for t in added)
+    ids = [t.id for t in added]
     assert ids == [1, 2, 3]
     for i, img in enumerate(frames[1:], 1):
         tracks = {t.id: t for t in tr.update(pred.set_image(img), i * 0.1)}
@@ -181,6 +183,38 @@ def test_lost_object_is_not_segmented_elsewhere_and_dropped_after_timeout():
     assert seen[-1] == {1}                                          # lost 0.5 s > 0.25 s: dropped
     t = tr.add(click(frames[12], 2), pred.set_image(frames[12]), 1.2)
     assert t.id == 3                                                # ids are never reused
+
+
+def test_full_occlusion_is_lost_then_reacquired():
+    """Object 2 slides behind object 3 (drawn on top), is hidden for four frames, comes out."""
+    pred = FakePredictor()
+    tr = ObjectTracker(pred)
+    xs = [20, 32, 44, 56, 60, 60, 60, 76, 88, 100]
+    frames = [draw({2: (x, 40, 16, 16), 3: (50, 30, 36, 36)}) for x in xs]
+    emb = pred.set_image(frames[0])
+    a, b = (tr.add(click(frames[0], o), emb, 0.0).id for o in (2, 3))
+    states = []
+    for i, img in enumerate(frames[1:], 1):
+        t = {x.id: x for x in tr.update(pred.set_image(img), i * 0.1)}
+        hidden = not (ids_of(img) == 2).any()
+        states.append(t[a].state)
+        assert t[a].state == ("lost" if hidden else "tracked"), i
+        assert t[b].state == "tracked" and iou(t[b].mask, ids_of(img) == 3) > 0.9
+        if not hidden:
+            assert iou(t[a].mask, ids_of(img) == 2) > 0.8
+    assert states.count("lost") == 4 and states[-1] == "tracked"
+
+
+def test_text_object_out_of_view_when_added_is_found_later():
+    pred = FakePredictor()
+    tr = ObjectTracker(pred)
+    frames = exit_sequence()
+    t = tr.add(ObjectPrompt("text", text="thing 2"), pred.set_image(frames[6]), 0.6)   # not in view
+    assert t.state == "lost" and t.mask is None and t.lost_since == 0.6
+    for i in range(7, 12):
+        tracks = tr.update(pred.set_image(frames[i]), i * 0.1)
+    assert [x.id for x in tracks] == [t.id]
+    assert tracks[0].state == "tracked" and iou(tracks[0].mask, ids_of(frames[11]) == 2) > 0.9
 
 
 def test_one_decoder_pass_per_frame_and_no_redecode_after_add():
@@ -282,6 +316,25 @@ def test_user_prompt_wins_pixels_on_its_image():
     assert not (masks[1] & masks[2]).any()
     assert masks[2][ids_of(img) == 2].all()                     # the latest prompt keeps all its pixels
     assert second.mask.sum() == masks[2].sum()
+
+
+def test_prompted_parts_of_a_mask_are_kept():
+    """The model sometimes covers a second object, or the table: only what the prompt points at
+    stays (a click's part, the parts inside a box, and nothing beyond the box)."""
+    from seem_ros.tracking.tracker import _keep_prompted
+    m = np.zeros((H, W), bool)
+    m[10:30, 10:30] = True                                       # the object
+    m[10:30, 60:90] = True                                       # a look-alike beside it
+    on = lambda x, y: VisualPrompt(points=[[x, y]])
+    assert (_keep_prompted(m, on(20, 20), 1) == (m & (np.arange(W) < 40))).all()
+    assert not _keep_prompted(m, on(45, 60), 1).any()            # the click hit neither: nothing
+    box = VisualPrompt(boxes=[[8, 8, 32, 32]])
+    assert (_keep_prompted(m, box, 1) == (m & (np.arange(W) < 40))).all()
+    table = np.zeros((H, W), bool)
+    table[5:90, 0:120] = True                                    # one part spilling far out of the box
+    kept = _keep_prompted(table, box, 1)
+    ys, xs = np.nonzero(kept)
+    assert kept.any() and xs.max() < 36 and ys.max() < 36       # within the box plus a 10 % margin
 
 
 def test_tracking_package_has_no_ros_imports():

@@ -115,6 +115,7 @@ def main(argv=None) -> int:
                 rclpy.spin_once(n, timeout_sec=0.05)
             model_ms = float(diag.get("model_ms", "nan"))
             processing_ms = float(diag.get("processing_ms", "nan"))
+            print(f"{size}: node diagnostics {diag}", flush=True)
             # Throughput: 30 Hz for a while.
             got.clear()
             sent = 0

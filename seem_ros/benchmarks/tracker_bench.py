@@ -57,7 +57,8 @@ def main(argv=None) -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=device)
     ns = [int(x) for x in a.objects.split(",")]
-    seq = make_sequence(a.seed, n_frames=a.frames + 2, width=a.width, height=a.height, n_objects=20)
+    # The first frames of a 60-frame sequence: motion per frame as in the evaluation's sequences.
+    seq = make_sequence(a.seed, n_frames=60, width=a.width, height=a.height, n_objects=20)
     frames = [seq.render(i) for i in range(a.frames + 2)]
     rng = np.random.default_rng(0)
     rows = []

@@ -27,7 +27,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped, PoseArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -103,14 +103,8 @@ class SeemNode(LifecycleNode):
         # /diagnostics and the label map exist in every state, so a user sees why nothing happens.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
-
-    # ------------------------------------------------------------------ lifecycle
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        try:
-            self.perception = self._load()
-        except Exception as e:     # a user's checkpoint can fail in many ways; all end here
-            self.error(f"cannot load the model: {e}")
-            return TransitionCallbackReturn.FAILURE
+        # Outputs and services exist in every state (entities created inside a lifecycle
+        # transition callback left the executor deaf to later requests with the pip rclpy).
         self._pubs = {
             "instances": self.create_publisher(Image, "~/instances", OUTPUT_QOS),
             "semantic": self.create_publisher(Image, "~/semantic", OUTPUT_QOS),
@@ -123,6 +117,14 @@ class SeemNode(LifecycleNode):
         }
         self._services = [self.create_service(Trigger, "~/clear", self._on_clear),
                           self.create_service(RemoveObject, "~/remove", self._on_remove)]
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.perception = self._load()
+        except Exception as e:     # a user's checkpoint can fail in many ways; all end here
+            self.error(f"cannot load the model: {e}")
+            return TransitionCallbackReturn.FAILURE
         self._publish_label_map()
         self._init_tf()
         self.get_logger().info(f"configured: model on {self.device_name}, vocabulary of "
@@ -165,12 +167,8 @@ class SeemNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
-        for srv in getattr(self, "_services", []):
-            self.destroy_service(srv)
-        self._pubs, self._services = {}, []
-        self.perception = None
+        with self._model_lock:
+            self.perception = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
@@ -275,7 +273,7 @@ class SeemNode(LifecycleNode):
         with self._lock:
             if self._latest is not None:
                 self._stats.dropped += 1        # replaced before the worker took it
-            self._latest = (msg, time.monotonic())
+            self._latest = (msg, time.time())
             self._seen_image = True
             self._stats.received.append(time.monotonic())
             self._wake.notify()
@@ -355,6 +353,7 @@ class SeemNode(LifecycleNode):
 
     def _process(self, msg, received, prompts, depths, infos) -> None:
         t0 = time.perf_counter()
+        picked = time.time()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
@@ -389,7 +388,8 @@ class SeemNode(LifecycleNode):
         t2 = time.perf_counter()
         now = self.get_clock().now().nanoseconds * 1e-9
         self._stats.done(now - stamp if stamp > 0 else float("nan"), res.timings["model"],
-                         1000 * (t2 - t0), time.monotonic() - received)
+                         1000 * (t2 - t0), 1000 * (picked - received),
+                         1000 * (received - stamp) if stamp > 0 else float("nan"))
 
     def _camera_matrix(self, infos, stamp, size) -> Optional[np.ndarray]:
         if not infos:
@@ -471,16 +471,23 @@ class SeemNode(LifecycleNode):
 
     # ------------------------------------------------------------------ outputs
     def _publish(self, res, header: Header, rgb) -> None:
+        """Each output is built only while someone subscribes (images cost milliseconds each)."""
         p = self._pubs
         if not p:
             return
-        p["instances"].publish(labels_to_image(res.instances, header, "16UC1"))
-        p["semantic"].publish(labels_to_image(res.semantic, header, "mono8"))
-        p["confidence"].publish(labels_to_image(res.confidence, header, "mono8"))
+        wanted = lambda k: p[k].get_subscription_count() > 0
+        if wanted("instances"):
+            p["instances"].publish(labels_to_image(res.instances, header, "16UC1"))
+        if wanted("semantic"):
+            p["semantic"].publish(labels_to_image(res.semantic, header, "mono8"))
+        if wanted("confidence"):
+            p["confidence"].publish(labels_to_image(res.confidence, header, "mono8"))
         p["objects"].publish(objects_msg(res, header))
-        p["poses"].publish(poses_msg(res, header))
-        p["markers"].publish(markers_msg(res, header))
-        if p["overlay"].get_subscription_count() > 0:        # drawing costs; only for a viewer
+        if wanted("poses"):
+            p["poses"].publish(poses_msg(res, header))
+        if wanted("markers"):
+            p["markers"].publish(markers_msg(res, header))
+        if wanted("overlay"):
             p["overlay"].publish(rgb_to_image(draw_overlay(rgb, res.objects), header))
 
     def _publish_label_map(self) -> None:
@@ -529,13 +536,17 @@ class _Stats:
         self.latency: deque = deque(maxlen=50)
         self.model_ms: deque = deque(maxlen=50)
         self.node_ms: deque = deque(maxlen=50)
+        self.wait_ms: deque = deque(maxlen=50)
+        self.transport_ms: deque = deque(maxlen=50)
         self.dropped = 0
 
-    def done(self, latency_s, model_ms, total_ms, since_receive_s) -> None:
+    def done(self, latency_s, model_ms, total_ms, wait_ms, transport_ms) -> None:
         self.processed.append(time.monotonic())
         self.latency.append(latency_s * 1000)
         self.model_ms.append(model_ms)
         self.node_ms.append(total_ms)
+        self.wait_ms.append(wait_ms)
+        self.transport_ms.append(transport_ms)
 
     @staticmethod
     def _rate(ts) -> float:
@@ -549,6 +560,9 @@ class _Stats:
                 "output_rate_hz": f"{self._rate(self.processed):.2f}",
                 "latency_ms": med(self.latency), "model_ms": med(self.model_ms),
                 "processing_ms": med(self.node_ms), "dropped_frames": str(self.dropped),
+                # stamp -> callback (transport, meaningful when stamps are this machine's clock)
+                # and callback -> worker (waiting for the previous frame to finish)
+                "transport_ms": med(self.transport_ms), "wait_ms": med(self.wait_ms),
                 "frames": str(len(self.processed))}
 
 
@@ -574,7 +588,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"[{NODE_NAME}] FATAL: could not configure (see the error above); exiting", file=sys.stderr)
                 return 1
             node.trigger_activate()
-        ex = MultiThreadedExecutor(num_threads=2)
+        # One executor thread: callbacks only store messages (the worker thread does the work).
+        ex = SingleThreadedExecutor()
         ex.add_node(node)
         ex.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -2,7 +2,10 @@
 
     python -m seem_ros.tracking.evaluate [--checkpoint seem_ros/weights/seem_tiny.pt]
         [--sequences 8] [--frames 40] [--size 320x240] [--kinds point,text,box,scribble]
-        [--set min_similarity=0.7 --set memory=logits ...]
+        [--set propagate=mask --set memory=none ...] [--workers 4] [--json out.json]
+
+--set passes ObjectTracker keyword arguments (the ablations); --workers runs sequences in
+parallel processes. Seeds start at --first-seed (default 0); all are below the training seeds.
 
 Every object of a sequence is prompted once, on its first well-visible frame (at least 60 % of its
 largest visible area in the sequence): by one click at its most interior pixel, by the text
@@ -11,7 +14,8 @@ tracker per prompt kind, all on the same image encodings. Then it is tracked to 
 
 - J, F: DAVIS region similarity and boundary F per object-frame after the prompt frame (frames
   where it is out of view count as 1 when the tracker reports it lost, else 0), averaged per
-  object, then over objects; frames where it shows fewer than `min_px` pixels are skipped;
+  object, then over objects; frames where it shows fewer than `min_px` pixels (0.05 % of the
+  image) are skipped;
 - ID switches per 1000 object-frames: per-frame Hungarian matching (IoU >= 0.5) of the tracks
   to every object of the scene, switches counted from both sides (metrics.identity_switches);
 - re-acquisition: of the times an object comes back (>= min_px pixels after being at fewer), the
@@ -252,6 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes, one sequence each at a time (CPU)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ObjectTracker keyword argument")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="stop after this long and report the sequences finished by then")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -265,23 +271,38 @@ def main(argv=None) -> int:
     t0 = time.time()
     seeds = range(a.first_seed, a.first_seed + a.sequences)
     log = lambda m: print(f"{m} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    deadline = t0 + 60 * a.max_minutes if a.max_minutes else float("inf")
+    done = []
     if a.workers > 1:
         import multiprocessing as mp
         jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw) for s in seeds]
-        with mp.get_context("spawn").Pool(a.workers) as pool:
-            for seed, st, dt in pool.imap_unordered(_work, jobs):
+        pool = mp.get_context("spawn").Pool(a.workers)
+        it = pool.imap_unordered(_work, jobs)
+        try:
+            for _ in jobs:
+                seed, st, dt = it.next(timeout=max(deadline - time.time(), 0.01) if deadline < float("inf") else None)
                 merge(stats, st)
+                done.append(seed)
                 log(f"seed {seed} done in {dt:.0f} s")
+        except mp.TimeoutError:
+            log("time budget spent")
+        pool.terminate()
     else:
         pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=a.device)
         for seed in seeds:
+            if time.time() > deadline:
+                log("time budget spent")
+                break
             evaluate_sequence(pred, seed, a.frames, w, h, kinds, kw, stats, log=log)
-    print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}), {a.frames} frames "
+            done.append(seed)
+    part = "" if len(done) == len(seeds) else f" (finished {len(done)}: {sorted(done)})"
+    print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}){part}, {a.frames} frames "
           f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}:\n")
     print(table(stats))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "tracker": kw, "kinds": {k: st.row() for k, st in stats.items()}}, f, indent=1)
+            json.dump({"args": vars(a), "tracker": kw, "seeds_done": sorted(done),
+                       "kinds": {k: st.row() for k, st in stats.items()}}, f, indent=1)
     return 0
 
 

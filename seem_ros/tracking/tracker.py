@@ -1,19 +1,27 @@
 """Object memory across frames: prompt an object once, keep it (same id) on every later frame.
 
-SEEM v1 has no video path; this tracker builds one on SEEM's own machinery, as the embedded model
-is trained for it (seem_ros.training.train, "tracking"):
+SEEM v1 has no video path; this tracker builds one on SEEM's own machinery. Per frame the caller
+encodes the image once (predictor.set_image); update() then runs ONE decoder pass for all objects:
 
-- propagation: each tracked object's previous mask is its mask prompt on the new frame AND its
-  spatial memory (the previous mask as +-4 logits pooled to H/4), all N objects in ONE decoder
-  pass on the frame's cached features;
-- lost: a propagated mask that is too small, unconfident, or whose appearance (mean pixel
-  feature under the mask) no longer matches the object's stored appearance makes it "lost",
-  so an object that left the view is not segmented somewhere else;
-- found: while lost, the object's reference prompt (its first mask, as spatial tokens taken on
-  the first image) and, for text objects, its phrase are decoded in the same pass; a candidate is
-  accepted only when confident and appearance-similar, and the object keeps its old id;
-- dropped: lost longer than `lost_timeout_s`;
-- output masks never overlap: a pixel goes to the object with the highest score * probability.
+- propagation: each tracked object is prompted by its mask as spatial tokens taken on the image
+  where that mask was found: the first (user-prompted) frame and the previous frame, joined into
+  one prompt; the previous mask is also the spatial memory (+-4 logits pooled to H/4, as the
+  embedded model is trained). Measured: tokens re-sampled on the new frame at the old mask's
+  place (the training's tracking recipe) segment worse, since they mix in the background the
+  object moved away from;
+- clean-up: only the connected parts of a mask near the previous mask (or under the user's
+  prompt) are kept; the model sometimes covers a second, similar-looking object too;
+- lost: a mask that is too small, unsure, grew suspiciously or no longer looks like the object
+  (appearance: mean pixel feature under the mask next to its class embedding) makes the object
+  "lost", so an object that left the view or is hidden is not segmented somewhere else;
+- found: lost objects are searched for in the same pass (their first + last mask tokens, text
+  objects also by their phrase); the regions found are assigned jointly to the lost objects by
+  appearance, gated by where each could be now (last box moved on at its last image velocity,
+  a reach growing with time lost), ambiguous regions are left for a later frame; a found object
+  keeps its old id;
+- dropped: lost for longer than lost_timeout_s;
+- output masks never overlap: a contested pixel goes to the object with the highest
+  score * probability there, and masks of objects prompted on this very image win.
 
 No ROS here; the node calls this class."""
 from __future__ import annotations
@@ -72,12 +80,15 @@ class _Object:
     score: float = 0.0
     area: int = 0
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
+    anchor_area: int = 0                        # its area then (pixels)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
     ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
     last_tokens: Optional[SpatialTokens] = None  # its last accepted mask as a prompt, on that image
     text_tokens: Optional[Tensor] = None        # [T, C] grounding tokens of the phrase
     text_emb: Optional[Tensor] = None           # [C] phrase class embedding
     box: Optional[np.ndarray] = None            # x0, y0, x1, y1 of the last accepted mask
+    box_stamp: float = 0.0                      # when it was seen there
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))   # of the box centre, pixels/s
     age_frames: int = 0
     lost_since: Optional[float] = None
     seen: Optional[weakref.ref] = None          # embedding of the last segmentation
@@ -110,8 +121,12 @@ class ObjectTracker:
         bar a candidate must pass to re-acquire a lost object.
     min_area: fraction of the image below which a mask counts as empty (object out of view).
     lost_timeout_s: a lost object is dropped after this long.
-    memory: "mask" (previous mask as +-4 logits, as trained), "logits" (the model's own previous
-        logits, cleaned) or "none". appearance_momentum: running-appearance update rate.
+    memory: "mask" (the previous mask as +-4 logits in the memory queries, as trained) or "none".
+    appearance_momentum: update rate of the running appearance (next to the prompted one).
+    propagate: "first+last" (default), "first", "last" (mask tokens of those frames) or "mask"
+        (the previous mask re-sampled as a mask prompt on the new frame, the training's recipe).
+    text_guide: also decode tracked text objects' phrases and take the grounding mask when it
+        agrees with the propagated one and is more confident (or replaces a failed one).
     search: where lost objects are looked for: "reference" (their first mask's spatial tokens),
         "text" (the phrase, text objects only), "objects" (SEEM's generic object queries, matched
         by appearance); all decoded in the same pass as the tracked objects.
@@ -119,10 +134,18 @@ class ObjectTracker:
         (the model sometimes covers a second, similar-looking object too).
     max_growth: a propagated mask more than this many times the previous area is a leak.
     reach, reach_rate: a lost object may come back only within reach + reach_rate * (seconds
-        lost) image diagonals of where it was last seen (objects and cameras move continuously;
-        it stops a look-alike elsewhere in the image from taking its id right after it left).
+        lost) image diagonals of the path from where it was last seen along its last image
+        velocity (objects and cameras move continuously; it stops a look-alike elsewhere in the
+        image from taking its id right after it left).
     reid_margin: a region that two lost objects match within this similarity of each other is
-        left for a later frame (when more of it is in view), not given to either."""
+        left for a later frame (when more of it is in view), not given to either.
+    gap_weight: in re-identification, a region's similarity to a lost object minus gap_weight
+        times its distance (image diagonals) from where the object would be now.
+    min_visible: a lost object is re-identified only on a region of at least this fraction of
+        its prompted size (a sliver coming into view looks like anything of its colour).
+    token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
+        512 per image, shared by its prompts, as the model was trained); self-attention cost
+        grows with the square of it."""
 
     def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
                  lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
@@ -130,9 +153,10 @@ class ObjectTracker:
                  appearance_momentum: float = 0.1, search: Sequence[str] = ("reference", "text"),
                  components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
-                 reach_rate: float = 0.1, reid_margin: float = 0.02):
-        if memory not in ("mask", "logits", "none"):
-            raise ValueError(f"memory must be 'mask', 'logits' or 'none', not {memory!r}")
+                 reach_rate: float = 0.1, reid_margin: float = 0.02,
+                 token_budget: int = 512, gap_weight: float = 0.5, min_visible: float = 0.25):
+        if memory not in ("mask", "none"):
+            raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
         if propagate not in PROPAGATE:
             raise ValueError(f"propagate must be one of {PROPAGATE}, not {propagate!r}")
         if isinstance(search, str):
@@ -159,6 +183,9 @@ class ObjectTracker:
         self.reach = float(reach)
         self.reach_rate = float(reach_rate)
         self.reid_margin = float(reid_margin)
+        self.token_budget = int(token_budget)
+        self.gap_weight = float(gap_weight)
+        self.min_visible = float(min_visible)
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
@@ -217,7 +244,7 @@ class ObjectTracker:
         if obj.state == TRACKED:
             # A corrected mask is a better reference (and appearance) for later frames.
             obj.ref_tokens = obj.last_tokens
-            obj.anchor = obj.recent
+            obj.anchor, obj.anchor_area = obj.recent, obj.area
         self._claim(obj, embedding, stamp)
         return self._track(obj)
 
@@ -286,8 +313,8 @@ class ObjectTracker:
         self._accept(obj, seg, visual, emb, stamp, keep_label=p.kind == "text")
         if obj.state == TRACKED and p.kind != "reference":
             obj.ref_tokens = obj.last_tokens     # the segmented mask: what later frames look for
-        elif obj.state == LOST and p.visual is not None:
-            obj.ref_tokens = pred.reference_tokens([p.visual], emb)   # nothing found: the prompt itself
+        # A click / box / scribble / mask the model found nothing at stays lost, unsearched (its
+        # tokens find junk on later frames): the user sees it lost and may re-prompt or refine.
 
     def _accept(self, obj: _Object, seg: Segmentation, visual: Optional[VisualPrompt], emb: ImageEmbedding,
                 stamp: float, keep_label: bool) -> None:
@@ -295,11 +322,11 @@ class ObjectTracker:
         the object, so it is kept even when the model is unsure; only an empty mask makes it lost."""
         prob = self.predictor.upsample(seg.logits[:1].float(), emb)[0].sigmoid()
         mask = seg.masks[0]
-        pos = None
-        if visual is not None:
-            pos = rasterize([visual], emb.orig_size, emb.orig_size, emb.orig_size, self.predictor.point_radius)[0][0]
         if self.components and mask.any():
-            mask = _keep_prompted(mask, pos) if pos is not None else _best_component(mask, prob)
+            if visual is not None:
+                mask = _keep_prompted(mask, visual, self.predictor.point_radius)
+            else:
+                mask = _best_component(mask, prob)
         obj.seen = weakref.ref(emb)
         if not keep_label:
             obj.label = seg.labels[0]
@@ -307,16 +334,15 @@ class ObjectTracker:
         obj.score = _mean_prob(prob, mask)
         if area < self._min_pixels(emb):
             # Nothing (or nothing where the user pointed): report it lost rather than track
-            # something else; it is searched for with the prompt itself, near where it was given.
+            # something else.
             obj.state, obj.mask, obj.lost_since = LOST, None, stamp
-            if pos is not None and obj.box is None:
-                obj.box = _box(pos)
             return
         app = self._appearance(mask[None], seg.embeddings[:1], emb)[0]
         obj.state, obj.mask, obj.lost_since, obj.area = TRACKED, mask, None, area
-        obj.box = _box(mask)
+        obj.box, obj.box_stamp = _box(mask), stamp
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
-        obj.anchor = app if obj.anchor is None else obj.anchor
+        if obj.anchor is None:
+            obj.anchor, obj.anchor_area = app, area
         obj.recent = app
         obj.last_tokens = self._mask_tokens(mask, emb)
 
@@ -335,17 +361,18 @@ class ObjectTracker:
     def _mask_tokens(self, mask: np.ndarray, emb: ImageEmbedding) -> SpatialTokens:
         return self.predictor.spatial_tokens([VisualPrompt(mask=mask)], emb)
 
-    def _prompt_tokens(self, o: _Object) -> Optional[SpatialTokens]:
+    def _prompt_tokens(self, o: _Object, quota: int) -> Optional[SpatialTokens]:
         """The prompt that finds the object on a new image: its mask as spatial tokens taken on
-        the image where the mask was right (the first, the last, or both as one prompt). Tokens
-        re-sampled on the new image at the old place segment worse: they mix in the background
-        the object has moved away from."""
+        the image where the mask was right (the first, the last, or both as one prompt), thinned
+        to `quota` tokens. Tokens re-sampled on the new image at the old place segment worse:
+        they mix in the background the object has moved away from."""
         first, last = o.ref_tokens, o.last_tokens
         if self.propagate == "first" or last is None:
-            return first if first is not None else last
+            t = first if first is not None else last
+            return None if t is None else _thin(t, quota)
         if self.propagate in ("last", "mask") or first is None:
-            return last
-        return _union_tokens(first, last)
+            return _thin(last, quota)
+        return _union_tokens(_thin(first, quota // 2), _thin(last, quota - quota // 2))
 
     # ------------------------------------------------------------------ per-frame decode
     def _decode(self, objs: List[_Object], emb: ImageEmbedding) -> List[_Candidate]:
@@ -357,6 +384,8 @@ class ObjectTracker:
         h4, w4 = feats.mask_features.shape[-2:]
         tracked = [o for o in objs if o.state == TRACKED]
         lost = [o for o in objs if o.state == LOST]
+        n_prompts = len(tracked) + (len(lost) if "reference" in self.search else 0)
+        quota = max(self.token_budget // max(n_prompts, 1), 8)
         pieces, mems, owners, sources = [], [], [], []
         if tracked:
             masks = [_fit(o.mask, emb.orig_size) for o in tracked]
@@ -366,16 +395,13 @@ class ObjectTracker:
             if self.propagate == "mask":
                 pieces.append(model.spatial_tokens(feats, pos_t, torch.from_numpy(neg)[None].to(dev)))
             else:
-                pieces += [self._prompt_tokens(o) for o in tracked]
-            if self.memory == "logits":
-                mems.append(torch.stack([_resize_logits(o.logits, (h4, w4)) for o in tracked]).to(dev))
-            else:
-                mems.append(F.adaptive_avg_pool2d(pos_t[0].float() * (2 * MEMORY_LOGIT) - MEMORY_LOGIT, (h4, w4)))
+                pieces += [self._prompt_tokens(o, quota) for o in tracked]
+            mems.append(F.adaptive_avg_pool2d(pos_t[0].float() * (2 * MEMORY_LOGIT) - MEMORY_LOGIT, (h4, w4)))
             owners += [o.id for o in tracked]
             sources += ["propagate"] * len(tracked)
         if "reference" in self.search:
             for o in lost:
-                t = self._prompt_tokens(o)
+                t = self._prompt_tokens(o, quota)
                 if t is not None:
                     pieces.append(t)
                     # Nothing is known about where it is now: a memory that lets it look everywhere.
@@ -541,11 +567,18 @@ class ObjectTracker:
                 o.mask = None
                 continue
             o.state, o.lost_since = TRACKED, None
+            box = _box(m)
+            if o.state == TRACKED and o.box is not None and stamp > o.box_stamp:
+                # Smoothed image-plane velocity: where a hidden object will come out.
+                v = (_centre(box) - _centre(o.box)) / (stamp - o.box_stamp)
+                o.velocity = 0.5 * o.velocity + 0.5 * v
+            else:
+                o.velocity = np.zeros(2)
+            o.box, o.box_stamp = box, stamp
             o.mask, o.score, o.area = m, c.score, int(m.sum())
-            o.box = _box(m)
             o.logits = self._clean_logits(c.logits, m, emb)
             if o.anchor is None:
-                o.anchor = c.appearance
+                o.anchor, o.anchor_area = c.appearance, o.area
             o.recent = c.appearance if o.recent is None else F.normalize(
                 (1 - self.momentum) * o.recent + self.momentum * c.appearance, dim=0)
         found = [o for o in objs if o.state == TRACKED]
@@ -591,30 +624,43 @@ class ObjectTracker:
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
-            sims = []
+            sims = []                                   # (score, similarity, object)
             for o in lost:
+                gap = 0.0
                 if o.box is not None and o.lost_since is not None:
-                    limit = (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag
-                    if _gap(boxes[k], o.box) > limit:
+                    gap = _gap(boxes[k], self._swept(o, stamp)) / diag
+                    if gap > self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0):
                         continue
                 if o.anchor is not None:
-                    sims.append((self._similarity(o, apps[k]), o))
+                    if r.area < self.min_visible * o.anchor_area:
+                        continue
+                    sim = self._similarity(o, apps[k])
+                    sims.append((sim - self.gap_weight * gap, sim, o))
                 elif r.owner == o.id:                    # never seen: trust its own prompt
-                    pairs.append((0.0, k, o))
+                    pairs.append((-1.0, k, o))
             sims.sort(key=lambda x: -x[0])
-            if sims and sims[0][0] >= self.reacquire_similarity:
+            if sims and sims[0][1] >= self.reacquire_similarity:
                 if len(sims) == 1 or sims[0][0] - sims[1][0] >= self.reid_margin:
-                    pairs.append((sims[0][0], k, sims[0][1]))
+                    pairs.append((sims[0][0], k, sims[0][2]))
         out: Dict[int, _Candidate] = {}
         used = set()
         for sim, k, o in sorted(pairs, key=lambda x: -x[0]):
             if o.id in out or k in used:
                 continue
             r = uniq[k]
-            r.owner, r.similarity = o.id, sim
+            r.owner, r.similarity = o.id, self._similarity(o, r.appearance) if o.anchor is not None else 0.0
             out[o.id] = r
             used.add(k)
         return out
+
+    @staticmethod
+    def _swept(o: _Object, stamp: float, horizon: float = 1.0) -> np.ndarray:
+        """The box from where the object was last seen to where it would be now at its last
+        velocity (at most `horizon` seconds on): behind an occluder it comes out further along;
+        after a camera pan away and back it comes back where it left."""
+        d = o.velocity * min(max(stamp - o.box_stamp, 0.0), horizon)
+        moved = o.box + np.array([d[0], d[1], d[0], d[1]])
+        return np.concatenate([np.minimum(o.box[:2], moved[:2]), np.maximum(o.box[2:], moved[2:])])
 
     def _text_better(self, prop: _Candidate, text: _Candidate, prop_ok: bool, minpx: int) -> bool:
         """With text_guide, the phrase's grounding mask replaces the propagated one when the
@@ -682,22 +728,64 @@ def _keep_near(mask: np.ndarray, near: np.ndarray, min_frac: float = 0.3) -> np.
     return keep[lab]
 
 
-def _keep_prompted(mask: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def _keep_prompted(mask: np.ndarray, visual: VisualPrompt, radius: int) -> np.ndarray:
     """The connected parts of `mask` the prompt points at: those holding at least half of the
-    prompt's pixels (a click, a scribble) or lying at least half inside it (a box, a mask);
-    nothing when no part touches the prompt."""
+    pixels of its clicks / scribbles, or lying mostly inside its boxes / polygons / mask; and
+    nothing outside a box (a little beyond it, for loose boxes): the user said it is in there.
+    Nothing when no part touches the prompt: the model answered elsewhere."""
+    size_hw = mask.shape
+    thin = _raster(VisualPrompt(points=_positive_points(visual), scribbles=list(visual.scribbles)), size_hw, radius)
+    filled = _raster(VisualPrompt(boxes=visual.boxes, polygons=list(visual.polygons), mask=visual.mask), size_hw, radius)
+    if filled is not None:
+        filled = _grow(filled, max(1, int(round(0.02 * np.hypot(*size_hw)))))
+    clip = None
+    if visual.boxes is not None and np.asarray(visual.boxes).size:
+        clip = np.zeros(size_hw, bool)
+        for x0, y0, x1, y1 in np.asarray(visual.boxes, float).reshape(-1, 4):
+            x0, x1, y0, y1 = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+            mx, my = 0.1 * (x1 - x0) + 1, 0.1 * (y1 - y0) + 1
+            clip[max(int(y0 - my), 0):max(int(np.ceil(y1 + my)), 0), max(int(x0 - mx), 0):max(int(np.ceil(x1 + mx)), 0)] = True
+        mask = mask & clip
     lab, n = _label(mask)
-    if n <= 1:
-        return mask if (mask & pos).any() else np.zeros_like(mask)
+    if n == 0:
+        return mask
     size = np.bincount(lab.ravel(), minlength=n + 1)
-    inside = np.bincount(lab[pos].ravel(), minlength=n + 1)
-    keep = (inside >= 0.5 * np.minimum(size, pos.sum())) & (inside > 0)
+    keep = np.zeros(n + 1, bool)
+    touch = np.zeros(n + 1)
+    if thin is not None:
+        inside = np.bincount(lab[thin].ravel(), minlength=n + 1)
+        keep |= (inside > 0) & (inside >= 0.5 * np.minimum(size, thin.sum()))
+        touch += inside
+    if filled is not None:
+        inside = np.bincount(lab[filled].ravel(), minlength=n + 1)
+        keep |= inside >= 0.5 * size
+        touch += inside
     keep[0] = False
     if not keep.any():
-        if inside[1:].max() == 0:
-            return np.zeros_like(mask)       # the model answered elsewhere: not what was meant
-        keep[1 + int(np.argmax(inside[1:]))] = True
+        touch[0] = 0
+        if touch.max() == 0:
+            return np.zeros_like(mask)
+        keep[int(np.argmax(touch))] = True
     return keep[lab]
+
+
+def _positive_points(v: VisualPrompt) -> Optional[np.ndarray]:
+    if v.points is None or not np.asarray(v.points).size:
+        return None
+    pts = np.asarray(v.points, float).reshape(-1, 2)
+    lab = np.ones(len(pts)) if v.labels is None else np.asarray(v.labels).reshape(-1)
+    pts = pts[lab > 0]
+    return pts if len(pts) else None
+
+
+def _raster(v: VisualPrompt, size, radius: int) -> Optional[np.ndarray]:
+    """A prompt's positive pixels at image size, None when it has none inside the image."""
+    if v.is_empty():
+        return None
+    try:
+        return rasterize([v], size, size, size, radius)[0][0]
+    except PromptError:
+        return None
 
 
 def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
@@ -716,6 +804,10 @@ def _box(mask: np.ndarray) -> Optional[np.ndarray]:
     if not len(ys):
         return None
     return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], float)
+
+
+def _centre(b: np.ndarray) -> np.ndarray:
+    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
 
 
 def _gap(a: np.ndarray, b: np.ndarray) -> float:
@@ -763,6 +855,16 @@ def _union_tokens(a: SpatialTokens, b: SpatialTokens) -> SpatialTokens:
                          torch.cat([a.index, b.index], 1), 1)
 
 
+def _thin(t: SpatialTokens, k: int) -> SpatialTokens:
+    """One prompt's tokens, at most k of them, evenly spaced (the sampler's row-major order keeps
+    them spread over the mask)."""
+    n = t.index.shape[1]
+    if n <= k:
+        return t
+    sel = (torch.arange(k, device=t.index.device) * n) // k
+    return SpatialTokens(t.mean_pos, [lt[:, sel] for lt in t.level_tokens], t.index[:, sel], t.num_prompts)
+
+
 def _split_tokens(t: SpatialTokens) -> List[SpatialTokens]:
     """A batch-1 prompt set -> one SpatialTokens per prompt."""
     out = []
@@ -771,14 +873,6 @@ def _split_tokens(t: SpatialTokens) -> List[SpatialTokens]:
         out.append(SpatialTokens(t.mean_pos[:, i:i + 1], [lt[:, sel] for lt in t.level_tokens],
                                  torch.zeros((1, int(sel.sum())), dtype=t.index.dtype, device=t.index.device), 1))
     return out
-
-
-def _resize_logits(x: Tensor, size) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    y = x[None] if x.dim() == 3 else x[None, None]
-    y = F.interpolate(y.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return y[0] if x.dim() == 3 else y[0, 0]
 
 
 def _fit(mask: np.ndarray, size) -> np.ndarray:
