@@ -80,7 +80,6 @@ class _Object:
     score: float = 0.0
     area: int = 0
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
-    anchor_area: int = 0                        # its area then (pixels)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
     ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
     last_tokens: Optional[SpatialTokens] = None  # its last accepted mask as a prompt, on that image
@@ -139,10 +138,6 @@ class ObjectTracker:
         image from taking its id right after it left).
     reid_margin: a region that two lost objects match within this similarity of each other is
         left for a later frame (when more of it is in view), not given to either.
-    gap_weight: in re-identification, a region's similarity to a lost object minus gap_weight
-        times its distance (image diagonals) from where the object would be now.
-    min_visible: a lost object is re-identified only on a region of at least this fraction of
-        its prompted size (a sliver coming into view looks like anything of its colour).
     token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
         512 per image, shared by its prompts, as the model was trained); self-attention cost
         grows with the square of it."""
@@ -154,7 +149,7 @@ class ObjectTracker:
                  components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
                  reach_rate: float = 0.1, reid_margin: float = 0.02,
-                 token_budget: int = 512, gap_weight: float = 0.5, min_visible: float = 0.25):
+                 token_budget: int = 512):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
         if propagate not in PROPAGATE:
@@ -184,8 +179,6 @@ class ObjectTracker:
         self.reach_rate = float(reach_rate)
         self.reid_margin = float(reid_margin)
         self.token_budget = int(token_budget)
-        self.gap_weight = float(gap_weight)
-        self.min_visible = float(min_visible)
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
@@ -244,7 +237,7 @@ class ObjectTracker:
         if obj.state == TRACKED:
             # A corrected mask is a better reference (and appearance) for later frames.
             obj.ref_tokens = obj.last_tokens
-            obj.anchor, obj.anchor_area = obj.recent, obj.area
+            obj.anchor = obj.recent
         self._claim(obj, embedding, stamp)
         return self._track(obj)
 
@@ -341,8 +334,7 @@ class ObjectTracker:
         obj.state, obj.mask, obj.lost_since, obj.area = TRACKED, mask, None, area
         obj.box, obj.box_stamp = _box(mask), stamp
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
-        if obj.anchor is None:
-            obj.anchor, obj.anchor_area = app, area
+        obj.anchor = app if obj.anchor is None else obj.anchor
         obj.recent = app
         obj.last_tokens = self._mask_tokens(mask, emb)
 
@@ -578,7 +570,7 @@ class ObjectTracker:
             o.mask, o.score, o.area = m, c.score, int(m.sum())
             o.logits = self._clean_logits(c.logits, m, emb)
             if o.anchor is None:
-                o.anchor, o.anchor_area = c.appearance, o.area
+                o.anchor = c.appearance
             o.recent = c.appearance if o.recent is None else F.normalize(
                 (1 - self.momentum) * o.recent + self.momentum * c.appearance, dim=0)
         found = [o for o in objs if o.state == TRACKED]
@@ -624,31 +616,28 @@ class ObjectTracker:
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
-            sims = []                                   # (score, similarity, object)
+            sims = []
             for o in lost:
-                gap = 0.0
                 if o.box is not None and o.lost_since is not None:
-                    gap = _gap(boxes[k], self._swept(o, stamp)) / diag
-                    if gap > self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0):
-                        continue
+                    limit = (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag
+                    if _gap(boxes[k], self._swept(o, stamp)) > limit:
+                        continue                        # it cannot be there (yet)
                 if o.anchor is not None:
-                    if r.area < self.min_visible * o.anchor_area:
-                        continue
-                    sim = self._similarity(o, apps[k])
-                    sims.append((sim - self.gap_weight * gap, sim, o))
+                    sims.append((self._similarity(o, apps[k]), o))
                 elif r.owner == o.id:                    # never seen: trust its own prompt
                     pairs.append((-1.0, k, o))
+            # Every object that could be there competes; the winner must be clearly ahead.
             sims.sort(key=lambda x: -x[0])
-            if sims and sims[0][1] >= self.reacquire_similarity:
+            if sims and sims[0][0] >= self.reacquire_similarity:
                 if len(sims) == 1 or sims[0][0] - sims[1][0] >= self.reid_margin:
-                    pairs.append((sims[0][0], k, sims[0][2]))
+                    pairs.append((sims[0][0], k, sims[0][1]))
         out: Dict[int, _Candidate] = {}
         used = set()
         for sim, k, o in sorted(pairs, key=lambda x: -x[0]):
             if o.id in out or k in used:
                 continue
             r = uniq[k]
-            r.owner, r.similarity = o.id, self._similarity(o, r.appearance) if o.anchor is not None else 0.0
+            r.owner, r.similarity = o.id, max(sim, 0.0)
             out[o.id] = r
             used.add(k)
         return out
