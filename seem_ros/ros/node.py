@@ -47,6 +47,7 @@ from .conversions import (ConversionError, camera_info_from_msg, compressed_to_r
 from .result_messages import label_map_msg, markers_msg, objects_msg, poses_msg
 
 NODE_NAME = "seem_node"
+DEPTH_WAIT_S = 0.05   # longest wait for the depth image of a colour frame
 # Prompts must not be lost: reliable, and deep enough for a burst of clicks.
 PROMPT_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Outputs: reliable keep-last 1 (best-effort subscribers match too; a slow one only gets the newest).
@@ -281,10 +282,12 @@ class SeemNode(LifecycleNode):
     def _on_depth(self, msg: Image) -> None:
         with self._lock:
             self._depths.append(msg)
+            self._wake.notify_all()
 
     def _on_info(self, msg: CameraInfo) -> None:
         with self._lock:
             self._infos.append(msg)
+            self._wake.notify_all()
 
     def _queue_prompt(self, kind: str, msg) -> None:
         """Checked here, against the last image the worker processed, so that a bad prompt is
@@ -342,6 +345,12 @@ class SeemNode(LifecycleNode):
                     return
                 msg, received = self._latest
                 self._latest = None
+                # Colour often arrives just before its depth and camera_info: when a depth stream
+                # exists, wait briefly for the one with this stamp instead of computing no poses.
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                deadline = time.monotonic() + DEPTH_WAIT_S
+                while self._depths and not self._has_depth(stamp) and time.monotonic() < deadline:
+                    self._wake.wait(timeout=max(deadline - time.monotonic(), 0.0))
                 prompts = list(self._prompts)
                 self._prompts.clear()
                 depths, infos = list(self._depths), list(self._infos)
@@ -350,6 +359,10 @@ class SeemNode(LifecycleNode):
             except Exception as e:       # never let one frame end the node
                 self.error(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: "
                            f"{type(e).__name__}: {e}")
+
+    def _has_depth(self, stamp: float) -> bool:
+        slop = self._param("sync_slop_s")
+        return any(abs(d.header.stamp.sec + d.header.stamp.nanosec * 1e-9 - stamp) <= slop for d in self._depths)
 
     def _process(self, msg, received, prompts, depths, infos) -> None:
         t0 = time.perf_counter()

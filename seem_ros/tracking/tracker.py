@@ -560,8 +560,9 @@ class ObjectTracker:
                 continue
             o.state, o.lost_since = TRACKED, None
             box = _box(m)
-            if o.state == TRACKED and o.box is not None and stamp > o.box_stamp:
-                # Smoothed image-plane velocity: where a hidden object will come out.
+            if o.box is not None and stamp > o.box_stamp:
+                # Smoothed image-plane velocity between the last two sightings (across a loss
+                # too): where it will come out when it is hidden next.
                 v = (_centre(box) - _centre(o.box)) / (stamp - o.box_stamp)
                 o.velocity = 0.5 * o.velocity + 0.5 * v
             else:
