@@ -677,15 +677,31 @@ class ObjectTracker:
 
 
 # ---------------------------------------------------------------------- helpers
+def _bbox(mask: np.ndarray):
+    """(row slice, column slice) of the mask's bounding box, None when it is empty."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _mean_prob(prob: Tensor, mask: np.ndarray) -> float:
-    n = int(mask.sum())
-    if n == 0:
+    """Mean foreground probability inside a mask (computed on its bounding box: objects are small
+    next to the image)."""
+    bb = _bbox(mask)
+    if bb is None:
         return 0.0
-    return float(prob[torch.from_numpy(mask).to(prob.device)].mean())
+    return float(prob[bb][torch.from_numpy(np.ascontiguousarray(mask[bb])).to(prob.device)].mean())
 
 
 def _label(mask: np.ndarray):
-    return ndimage.label(mask, structure=np.ones((3, 3), bool))
+    """8-connected parts, labelled on the bounding box only (same numbering as on the image)."""
+    lab = np.zeros(mask.shape, np.int32)
+    bb = _bbox(mask)
+    if bb is None:
+        return lab, 0
+    lab[bb], n = ndimage.label(mask[bb], structure=np.ones((3, 3), bool))
+    return lab, n
 
 
 def _grow(mask: np.ndarray, r: int) -> np.ndarray:
@@ -704,18 +720,24 @@ def _keep_near(mask: np.ndarray, near: np.ndarray, min_frac: float = 0.3) -> np.
     """The connected parts of `mask` lying mostly (>= min_frac) in `near` (the previous mask,
     dilated by the motion allowed per frame); if none does, the one overlapping it most; if
     nothing overlaps it, nothing (the mask jumped elsewhere)."""
-    lab, n = _label(mask)
+    bb = _bbox(mask)
+    if bb is None:
+        return mask
+    m, nr = mask[bb], near[bb]                 # every part lies in the mask's bounding box
+    lab, n = ndimage.label(m, structure=np.ones((3, 3), bool))
+    out = np.zeros_like(mask)
     if n <= 1:
-        return mask if (mask & near).any() else np.zeros_like(mask)
+        return mask if (m & nr).any() else out
     size = np.bincount(lab.ravel(), minlength=n + 1)
-    inside = np.bincount(lab[near].ravel(), minlength=n + 1)
+    inside = np.bincount(lab[nr].ravel(), minlength=n + 1)
     keep = inside >= min_frac * size
     keep[0] = False
     if not keep.any():
         if inside[1:].max() == 0:
-            return np.zeros_like(mask)
+            return out
         keep[1 + int(np.argmax(inside[1:]))] = True
-    return keep[lab]
+    out[bb] = keep[lab]
+    return out
 
 
 def _keep_prompted(mask: np.ndarray, visual: VisualPrompt, radius: int) -> np.ndarray:
@@ -887,12 +909,17 @@ def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
     contested = masks.sum(0) > 1
     if not contested.any():
         return {i: masks[k] for k, i in enumerate(ids)}
-    w = torch.stack([chosen[i].prob * chosen[i].score for i in ids]).cpu().numpy()
-    w = np.where(masks, w, -1.0)
+    ys, xs = np.nonzero(contested)                     # only contested pixels need weighing
+    yt, xt = torch.from_numpy(ys), torch.from_numpy(xs)
+    w = torch.stack([chosen[i].prob[yt.to(chosen[i].prob.device), xt.to(chosen[i].prob.device)] * chosen[i].score
+                     for i in ids]).cpu().numpy()
+    w = np.where(masks[:, ys, xs], w, -1.0)
     owner = w.argmax(0)
     out = {}
     for k, i in enumerate(ids):
-        out[i] = masks[k] & (~contested | (owner == k))
+        m = masks[k].copy()
+        m[ys, xs] = owner == k
+        out[i] = m
     return out
 
 
