@@ -69,6 +69,7 @@ class SeemPredictor:
         self.vocabulary: List[str] = []
         self._vocab_emb: Optional[Tensor] = None
         self._vocab_cache: dict = {}
+        self._queries = None          # (embedding, vocabulary, result) of the last object-query decode
         if vocabulary:
             self.set_vocabulary(vocabulary)
 
@@ -213,9 +214,16 @@ class SeemPredictor:
         """Class logits [Q, K+1] (compute_similarity: unclamped temperature), mask logits, embeds."""
         if self._vocab_emb is None or not self.vocabulary:
             raise RuntimeError("generic segmentation needs a vocabulary: call set_vocabulary")
+        # panoptic(), semantic() and instances() of one image share one decoder pass (the node
+        # asks for both panoptic and semantic every frame); keyed by image and vocabulary.
+        q = self._queries
+        if q is not None and q[0] is emb and q[1] is self._vocab_emb:
+            return q[2]
         out = self.model.decode(emb.features)
         cls = self.model.similarity(out.object_embeds[0], self._vocab_emb, clamp=False)
-        return cls, out.object_masks[0], out.object_embeds[0]
+        res = (cls, out.object_masks[0], out.object_embeds[0])
+        self._queries = (emb, self._vocab_emb, res)
+        return res
 
     @torch.inference_mode()
     def panoptic(self, embedding: Optional[ImageEmbedding] = None, score_threshold: float = 0.8,
