@@ -436,3 +436,79 @@ def test_missing_or_corrupt_checkpoint_exits_nonzero(ros_env, tmp_path, content)
     assert rc == 1, proc.output
     assert "cannot load the model" in proc.output and str(path) in proc.output
 
+
+# ---------------------------------------------------------------------------- lifecycle
+def test_lifecycle_driven_by_services(ros_env):
+    """autostart false: the node waits unconfigured and answers its lifecycle services; outputs come
+    only while active (configure, activate, deactivate, activate again)."""
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    ns = "/nodetest_lifecycle"
+    proc = start_node(ros_env, "autostart:=false", ns=ns)
+    h = NodeHarness("node_test_lifecycle")
+    try:
+        get = h.create_client(GetState, f"{ns}/seem_node/get_state")
+        change = h.create_client(ChangeState, f"{ns}/seem_node/change_state")
+        assert get.wait_for_service(timeout_sec=60) and change.wait_for_service(timeout_sec=60), proc.output
+
+        def call(cli, req, what, timeout=10):
+            fut = cli.call_async(req)
+            h.spin_until(fut.done, timeout=timeout, what=what)
+            return fut.result()
+
+        def state():
+            return call(get, GetState.Request(), "get_state").current_state.id
+
+        def transition(t, expect):
+            req = ChangeState.Request()
+            req.transition.id = t
+            # configure loads the model in the service call
+            assert call(change, req, f"change_state {t}", timeout=120).success, proc.output
+            assert state() == expect
+
+        c = Client(h, ns)
+        for s in c.subs[:5]:            # the outputs exist in every state
+            h.wait_for_matched(s, 1, timeout=30)
+        frame = render()
+
+        def send_while_inactive():
+            """The node drops its image subscription while inactive: wait for that, then send."""
+            h.spin_until(lambda: c.pub["image"].get_subscription_count() == 0, timeout=30,
+                         what="the node's image subscription gone")
+            return c.send_frame(frame, depth=False)
+
+        def output_when_active():
+            """The first frames after activate can be lost while discovery matches the node's new
+            best-effort subscription: send until one is answered."""
+            h.wait_for_matched(c.pub["image"], 1, timeout=30)
+            for _ in range(10):
+                hd = c.send_frame(frame, depth=False)
+                try:
+                    out = c.wait_output(hd, keys=("objects",), timeout=15)
+                except TimeoutError:
+                    continue
+                assert out["objects"].header.stamp == hd.stamp
+                assert out["objects"].header.frame_id == hd.frame_id
+                return hd
+            raise TimeoutError(f"no output for 10 frames; node output:\n{proc.output}")
+
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        transition(Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE)
+        idle = [send_while_inactive()]
+        transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
+        output_when_active()
+        done = set(c.out)
+        transition(Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE)
+        idle.append(send_while_inactive())
+        transition(Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
+        again = output_when_active()
+        # One worker, one reliable writer per output: had the node answered a frame sent while
+        # inactive (or one sent before deactivate), that output would have come before this one.
+        late = {s for s in set(c.out) - done if s < (again.stamp.sec, again.stamp.nanosec)}
+        sent_after = lambda s: s > (idle[-1].stamp.sec, idle[-1].stamp.nanosec)
+        assert all(sent_after(s) for s in late), f"outputs while inactive: {sorted(late)}"
+        assert all((i.stamp.sec, i.stamp.nanosec) not in c.out for i in idle)
+    finally:
+        h.close()
+        rc = proc.stop()
+    assert rc in (0, -2, 130), proc.output

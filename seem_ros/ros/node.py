@@ -104,8 +104,7 @@ class SeemNode(LifecycleNode):
         # /diagnostics and the label map exist in every state, so a user sees why nothing happens.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
-        # Outputs and services exist in every state (entities created inside a lifecycle
-        # transition callback left the executor deaf to later requests with the pip rclpy).
+        # Outputs and services exist in every state, so clients can match before activate.
         self._pubs = {
             "instances": self.create_publisher(Image, "~/instances", OUTPUT_QOS),
             "semantic": self.create_publisher(Image, "~/semantic", OUTPUT_QOS),
@@ -116,8 +115,10 @@ class SeemNode(LifecycleNode):
             "overlay": self.create_publisher(Image, "~/overlay", OUTPUT_QOS),
             "label_map": self.create_publisher(LabelMap, "~/label_map", LATCHED_QOS),
         }
-        self._services = [self.create_service(Trigger, "~/clear", self._on_clear),
-                          self.create_service(RemoveObject, "~/remove", self._on_remove)]
+        # Not `self._services`: that is rclpy's list of the node's services that the executor
+        # waits on (lifecycle and parameter services too); replacing it left those unanswered.
+        self._own_services = [self.create_service(Trigger, "~/clear", self._on_clear),
+                              self.create_service(RemoveObject, "~/remove", self._on_remove)]
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -157,6 +158,8 @@ class SeemNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
+        with self._lock:
+            self._latest = None       # else activate would answer a frame from before deactivate
         p = self.perception
         if p is not None and self.device_name.startswith("cuda"):
             import torch
