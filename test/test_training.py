@@ -10,7 +10,7 @@ from seem_ros.inference.prompts import rasterize
 from seem_ros.sim import TABLE_CLASS, make_scene, render
 from seem_ros.training import evaluate as ev
 from seem_ros.training.clicks import iou, next_click
-from seem_ros.training.data import (_PREFIXES, TRAIN_SEED_BASE, VOCABULARY, interior_point, make_sample,
+from seem_ros.training.data import (PREFIXES, core_phrase, TRAIN_SEED_BASE, VOCABULARY, interior_point, make_sample,
                                     perturb_mask, random_prompt, referring_phrases)
 from seem_ros.training.losses import downsample, hungarian, mask_loss, pairwise_mask_cost
 
@@ -18,11 +18,7 @@ W, H = 160, 120
 SEEDS = [TRAIN_SEED_BASE + s for s in (3, 11, 17, 29, 40)]
 
 
-def _strip(text):
-    for p in sorted(_PREFIXES, key=len, reverse=True):
-        if p and text.startswith(p):
-            return text[len(p):]
-    return text
+_strip = core_phrase
 
 
 def _named(text, objs):

@@ -22,7 +22,7 @@ VOCABULARY = tuple(CLASS_NAMES[1:])
 TRAIN_SEED_BASE = 1_000_000
 
 # How a user names an object: "red cube", "the red cube", "pick up the red cube", ...
-_PREFIXES = ("", "", "the ", "a ", "pick up the ", "grasp the ", "find the ", "segment the ", "the small ")
+PREFIXES = ("", "", "the ", "a ", "pick up the ", "grasp the ", "find the ", "segment the ", "the small ")
 
 
 @dataclass
@@ -45,6 +45,14 @@ class Sample:
     track_targets: List[int] = field(default_factory=list)
 
 
+def core_phrase(text: str) -> str:
+    """The object words of a training phrase, without its prefix ("pick up the red cube" -> "red cube")."""
+    for p in sorted(PREFIXES, key=len, reverse=True):
+        if p and text.startswith(p):
+            return text[len(p):]
+    return text
+
+
 def referring_phrases(objs, rng: np.random.Generator) -> List[tuple]:
     """(phrase, object index) for objects a phrase names unambiguously among the visible ones."""
     colour_shape = [(o.colour, o.shape_name) for o in objs]
@@ -58,7 +66,7 @@ def referring_phrases(objs, rng: np.random.Generator) -> List[tuple]:
         if sum(c == o.colour for c, _ in colour_shape) == 1:
             forms.append(f"{o.colour} object")
         if forms:
-            out.append((str(rng.choice(_PREFIXES)) + str(rng.choice(forms)), i))
+            out.append((str(rng.choice(PREFIXES)) + str(rng.choice(forms)), i))
     return out
 
 

@@ -50,7 +50,7 @@ from ..inference.prompts import VisualPrompt, rasterize
 from ..sim import TABLE_CLASS, Frame, Scene, look_at, make_scene, render
 from ..sim.camera import rot_z
 from .clicks import iou, next_click
-from .data import _PREFIXES, TRAIN_SEED_BASE, VOCABULARY, perturb_mask
+from .data import PREFIXES, TRAIN_SEED_BASE, VOCABULARY, perturb_mask
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "seem_tiny.pt"
 SEED_START = 900_000          # held out: training seeds start at TRAIN_SEED_BASE
@@ -299,7 +299,7 @@ class TextEval(Evaluator):
         for o in eval_objects(f):
             gt = f.instance == o.id
             for form, text in phrase_forms(o, visible):
-                seg = predictor.predict_text([str(rng.choice(_PREFIXES)) + text], embedding=emb)
+                seg = predictor.predict_text([str(rng.choice(PREFIXES)) + text], embedding=emb)
                 self.ious.append(iou(seg.masks[0], gt))
                 self.forms.append(form)
                 if form == "colour shape":

@@ -32,7 +32,7 @@ from ..model.decoder import GroundingTokens
 from ..model.language import TEMPLATES, Tokenizer
 from ..model.seem import SeemModel
 from .clicks import next_click
-from .data import VOCABULARY, Sample, SampleStream
+from .data import PREFIXES, VOCABULARY, Sample, SampleStream, core_phrase
 from .losses import downsample, hungarian, mask_loss, pairwise_mask_cost
 
 NO_OBJECT_WEIGHT = 0.1
@@ -83,7 +83,32 @@ class Trainer:
             ids, att = self.vocab_ids[i]
             _, cls = self.model.text_encoder.encode_tokens(ids.to(self.device), att.to(self.device))
             embs.append(F.normalize(cls, dim=-1))
-        return F.normalize(torch.stack(embs).mean(0), dim=-1)
+        embs = torch.stack(embs)                                          # [T, K+1, C]
+        self.vocab_separation = self._separation(embs)
+        return F.normalize(embs.mean(0), dim=-1)
+
+    def _separation(self, embs: torch.Tensor) -> torch.Tensor:
+        """Each class name under one template must pick itself among all names under another.
+        Without it the text encoder, trained from scratch, can collapse names the image side does
+        not yet tell apart (the shapes did: cosine 1.00), and a collapsed vocabulary gives the
+        image side no gradient to learn them: a trap the class losses alone never leave."""
+        t, k = embs.shape[:2]
+        scale = self.model.text_encoder.logit_scale.exp().clamp(max=100)
+        target = torch.arange(k, device=embs.device)
+        loss = [F.cross_entropy(scale * embs[a] @ embs[b].T, target) for a in range(t) for b in range(t) if a != b]
+        return torch.stack(loss).mean()
+
+    def _phrase_separation(self, texts: List[str], emb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The phrases' own separation loss: each phrase must pick its own object words said with
+        another prefix ("grasp the red cube" -> "the red cube") among the batch's phrases."""
+        cores = [core_phrase(t) for t in texts]
+        uniq = sorted(set(cores))
+        views = [str(rng.choice(PREFIXES)) + c for c in uniq]
+        ids, att = self.tok(views)
+        _, v = self.model.text_encoder.encode_tokens(ids.to(self.device), att.to(self.device))
+        scale = self.model.text_encoder.logit_scale.exp().clamp(max=100)
+        logits = scale * F.normalize(emb, dim=-1) @ F.normalize(v, dim=-1).T
+        return F.cross_entropy(logits, torch.tensor([uniq.index(c) for c in cores], device=self.device))
 
     def losses(self, batch: List[Sample], rng: np.random.Generator) -> dict:
         m, dev = self.model, self.device
@@ -93,7 +118,11 @@ class Trainer:
         h4, w4 = feats.mask_features.shape[-2:]
         padded = (h4 * 4, w4 * 4)
         pad = lambda x: F.pad(x, (0, padded[1] - size[1], 0, padded[0] - size[0]))
-        vocab = self.vocab_embeddings(rng)
+        # The class losses see the vocabulary detached: they teach the image side to match the
+        # names, and never pull names together that the image side cannot yet tell apart (that
+        # collapsed the seven shape names into one vector); the text side learns from the
+        # separation and grounding losses.
+        vocab = self.vocab_embeddings(rng).detach()
         K = len(VOCABULARY)
         gts = [torch.from_numpy(np.stack([t.mask for t in s.targets])).to(dev) if s.targets
                else torch.zeros((0, *size), dtype=torch.bool, device=dev) for s in batch]
@@ -105,6 +134,9 @@ class Trainer:
         if phrases:
             ids, att = self.tok([p[1] for p in phrases])
             tok_emb, phr_emb = m.text_encoder.encode_tokens(ids.to(dev), att.to(dev))
+            out["phrase_sep"] = self._phrase_separation([p[1] for p in phrases], phr_emb, rng)
+            # Detached for the reason the vocabulary is (see vocab_embeddings' caller).
+            tok_emb, phr_emb = tok_emb.detach(), phr_emb.detach()
             per_img = [[] for _ in batch]
             for j, (b, _, _) in enumerate(phrases):
                 per_img[b].append(tok_emb[j][att[j].bool().to(dev)])
@@ -134,6 +166,7 @@ class Trainer:
             weight[K] = NO_OBJECT_WEIGHT
             l_cls = l_cls + F.cross_entropy(cls_logits[b], target_cls, weight=weight)
         out["pan_cls"] = W_CLS * l_cls / len(batch)
+        out["vocab_sep"] = self.vocab_separation
         out["pan_mask"] = W_MASK * l_mask / max(n_t, 1)
 
         # ---- referring text: grounding queries matched to phrases
@@ -224,10 +257,11 @@ class Trainer:
         return W_MASK * l_mask / max(n, 1), l_cls / max(n, 1)
 
 
-def lr_at(step: int, steps: int, base: float, warmup: int) -> float:
+def lr_at(step: int, warmup: int, progress: float, base: float) -> float:
+    """Linear warm-up over the first `warmup` steps, then cosine to 0 at progress 1."""
     if step < warmup:
         return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _bar(step: int, steps: int, t0: float, start: int, logs: dict) -> str:
@@ -261,7 +295,11 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default=None,
                     help="start from these weights (an exported checkpoint) instead of from scratch")
     ap.add_argument("--max-minutes", type=float, default=0,
-                    help="stop (and export) after this much training time, even short of --steps")
+                    help="stop (and export) after this much training time, even short of --steps; the "
+                         "learning-rate schedule then ends with whichever budget runs out first")
+    ap.add_argument("--reset-language", action="store_true",
+                    help="with --init: start the text encoder afresh (weights trained before the "
+                         "separation losses had collapsed the shape names into one vector)")
     a = ap.parse_args(argv)
     dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if a.device == "auto" else a.device))
@@ -276,7 +314,11 @@ def main(argv=None) -> int:
     if a.init:
         sd = torch.load(a.init, map_location=dev, weights_only=False)["model"]
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-        print(f"initialised from {a.init}", file=sys.stderr)
+        if a.reset_language:
+            fresh = SeemModel(model.cfg).text_encoder.to(dev)
+            fresh.logit_scale.data.fill_(math.log(1 / 0.07))
+            model.text_encoder.load_state_dict(fresh.state_dict())
+        print(f"initialised from {a.init}" + (", text encoder reset" if a.reset_language else ""), file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
     start, elapsed = 0, 0.0
     last = out / "last.pt"
@@ -308,8 +350,13 @@ def main(argv=None) -> int:
     for step, batch in loader:
         if step >= a.steps or (a.max_minutes and time.time() - t0 > 60 * a.max_minutes):
             break
+        # With a time budget the cosine follows the clock, so a run always ends annealed (at the
+        # cost of bit-reproducibility: the step at which each LR is used depends on the machine).
+        progress = step / a.steps
+        if a.max_minutes:
+            progress = max(progress, (time.time() - t0) / (60 * a.max_minutes))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, a.steps, a.lr, a.warmup)
+            g["lr"] = lr_at(step, a.warmup, progress, a.lr)
         rng = np.random.default_rng([a.seed, step, 0xC0])
         losses = trainer.losses(batch, rng)
         loss = sum(losses.values())
