@@ -132,17 +132,22 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL) -> Obje
     K[1, 2] -= y0
     with np.errstate(invalid="ignore"):
         sel = mask & np.isfinite(depth) & (depth > 0)
-    if sel.sum() < min_points:
+    n_sel = int(sel.sum())
+    if n_sel < min_points:
         return None
+    # Medians and percentiles of a few thousand points are as good as of all of them, and the
+    # node computes a pose per object per frame: a large mask is read on a pixel grid of stride
+    # s (the same camera with focal lengths / s), so no step costs more than ~MAX_POINTS pixels.
+    s = max(1, int(np.ceil(np.sqrt(n_sel / MAX_POINTS))))
+    if s > 1:
+        depth, sel = depth[::s, ::s], sel[::s, ::s]
+        K[:2] /= s
+    n_grid = int(sel.sum())
     sel &= ~_jump_outliers(depth, sel)
     P = backproject(depth, K, sel)
     if len(P) < min_points:
         return None
-    n_valid = len(P)
-    # Medians and percentiles of a few thousand points are as good as of all of them, and the
-    # node computes a pose per object per frame: keep at most MAX_POINTS (an even stride).
-    if len(P) > MAX_POINTS:
-        P = P[::-(-len(P) // MAX_POINTS)]
+    n_valid = int(round(n_sel * len(P) / max(n_grid, 1)))      # in full-resolution pixels
 
     # along the viewing ray through the robust centroid: MAD rejection of leaks and stray pixels
     med = np.median(P, axis=0)
@@ -159,8 +164,7 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL) -> Obje
     # centre: lateral midpoint of the extent, front surface + half the largest lateral extent
     e1, e2 = _lateral_basis(r)
     a, b = P @ e1, P @ e2
-    a_lo, a_hi = np.percentile(a, [0.5, 99.5])
-    b_lo, b_hi = np.percentile(b, [0.5, 99.5])
+    (a_lo, b_lo), (a_hi, b_hi) = np.percentile(np.stack([a, b]), [0.5, 99.5], axis=1)
     front = np.percentile(d, 1.0)
     half_depth = max(a_hi - a_lo, b_hi - b_lo) / 2
     position = (a_lo + a_hi) / 2 * e1 + (b_lo + b_hi) / 2 * e2 + (front + half_depth) * r
@@ -169,5 +173,5 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL) -> Obje
     # size: the visible points plus their reflection through the centre (the unseen back)
     size = 2 * np.percentile(np.abs((P - position) @ R), 99.5, axis=0)
     return ObjectPose(position=position, quaternion=quat_from_R(R), rotation=R, size=size,
-                      valid_points=int(n_valid if keep.all() else round(n_valid * keep.mean())),
+                      valid_points=int(round(n_valid * keep.mean())),
                       centroid=centroid)
