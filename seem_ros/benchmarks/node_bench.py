@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--throughput-s", type=float, default=10.0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--depth-encoding", default="16UC1", choices=["16UC1", "32FC1"],
+                    help="16UC1 millimetres is what RGB-D drivers (RealSense, Orbbec, Kinect) publish")
     a = ap.parse_args(argv)
     env = localhost_env()
     apply(env)
@@ -45,9 +47,20 @@ def main(argv=None) -> int:
     from ..ros.conversions import camera_info_to_msg, depth_to_image, rgb_to_image
     from ..sim import make_scene, render
 
-    node = subprocess.Popen([sys.executable, "-m", "seem_ros.ros.node", "--ros-args", "--params-file",
-                             str(ROOT / "config" / "seem_node.yaml"), "-r", "__ns:=/bench", "-p", f"device:={a.device}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def start_node():
+        return subprocess.Popen([sys.executable, "-m", "seem_ros.ros.node", "--ros-args", "--params-file",
+                                 str(ROOT / "config" / "seem_node.yaml"), "-r", "__ns:=/bench", "-p",
+                                 f"device:={a.device}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop_node(node):
+        node.send_signal(2)
+        try:
+            node.wait(10)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+
     rclpy.init()
     n = rclpy.create_node("seem_bench")
     rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -76,13 +89,20 @@ def main(argv=None) -> int:
                 raise TimeoutError
             rclpy.spin_once(n, timeout_sec=0.01)
 
-    spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 300)
     rows = []
+    node = None
     try:
         for size in a.sizes:
+            # A node per size: its diagnostics medians (last 50 frames) then hold this size only.
+            if node is not None:
+                stop_node(node)
+                spin_until(lambda: not any(p.get_subscription_count() for p in pubs.values()), 60)
+            diag.clear()
+            node = start_node()
+            spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 300)
             w, h = (int(v) for v in size.split("x"))
             frame = render(make_scene(5, w, h))
-            rgb_msg, depth_msg = rgb_to_image(frame.rgb), depth_to_image(frame.depth)
+            rgb_msg, depth_msg = rgb_to_image(frame.rgb), depth_to_image(frame.depth, encoding=a.depth_encoding)
             info = camera_info_to_msg(frame.camera_info)
 
             def send():
@@ -134,16 +154,13 @@ def main(argv=None) -> int:
             med = float(np.median(lat))
             rows.append((size, med, float(np.percentile(lat, 90)), model_ms, processing_ms, med - model_ms, fps, sent))
     finally:
-        node.send_signal(2)
-        try:
-            node.wait(10)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        if node is not None:
+            stop_node(node)
         n.destroy_node()
         rclpy.shutdown()
     cpu = platform.processor() or platform.machine()
-    print(f"\nseem_node end to end, bundled model, 1 tracked object + poses; {os.cpu_count()} cores ({cpu}), "
-          f"device {diag.get('device', '?')}\n")
+    print(f"\nseem_node end to end, bundled model, 1 tracked object + poses ({a.depth_encoding} depth); "
+          f"{os.cpu_count()} cores ({cpu}), device {diag.get('device', '?')}\n")
     print("| input | latency median (ms) | latency p90 (ms) | model (ms) | node processing (ms) | "
           "overhead = latency - model (ms) | throughput at 30 Hz in (fps) |")
     print("|---|---|---|---|---|---|---|")
