@@ -378,6 +378,29 @@ def test_bundled_model_keeps_ids_and_reacquires_exit_object():
     assert np.mean(other_ok) >= 0.8
 
 
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="bundled weights missing")
+def test_bundled_model_text_object_stays_tracked():
+    """A phrase's object is found through a grounding query and then followed through spatial
+    ones; comparing their class embeddings made it lost on every other frame."""
+    from seem_ros.model import SeemModel
+    from seem_ros.sim import make_sequence
+
+    pred = SeemPredictor(SeemModel.from_checkpoint(WEIGHTS))
+    seq = make_sequence(0, n_frames=16, width=320, height=240)
+    f0 = seq.render(0)
+    obj = next(o for o in f0.objects if (o.colour, o.shape_name) == ("green", "torus"))
+    tr = ObjectTracker(pred)
+    tid = tr.add(ObjectPrompt("text", text="green torus"), pred.set_image(f0.rgb), 0.0).id
+    on = []
+    for i in range(1, 16):
+        f = seq.render(i)
+        t = {t.id: t for t in tr.update(pred.set_image(f.rgb), f.stamp)}[tid]
+        gt = f.instance == obj.id
+        if gt.sum() >= 200:
+            on.append(t.state == "tracked" and iou(t.mask, gt) > 0.5)
+    assert len(on) >= 10 and np.mean(on) >= 0.8, on
+
+
 # ----------------------------------------------------------------------------- metrics
 def square(y, x, s=10, shape=(40, 40)):
     m = np.zeros(shape, bool)

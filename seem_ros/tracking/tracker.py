@@ -489,6 +489,13 @@ class ObjectTracker:
         refs = [r for r in (o.anchor, o.recent) if r is not None]
         if not refs:
             return 1.0
+        if o.text_tokens is not None:
+            # A phrase's object was first seen through a grounding query, later through spatial
+            # ones: their class embeddings are trained towards different targets (phrases vs
+            # class names) and do not compare, so only the pixel part does (each part is a unit
+            # vector / sqrt 2). Comparing both made text objects lost every other frame.
+            d = self.predictor.model.cfg.pixel_decoder.mask_dim          # the pixel part comes first
+            return max(2 * float(app[:d] @ r[:d]) for r in refs)
         return max(float(app @ r) for r in refs)
 
     def _finish(self, c: _Candidate, mask: np.ndarray, emb: ImageEmbedding, o: _Object) -> _Candidate:
