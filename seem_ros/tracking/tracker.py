@@ -468,6 +468,7 @@ class ObjectTracker:
 
     def _pooled(self, w: Tensor, embeds, emb: ImageEmbedding) -> Tensor:
         mf = emb.features.mask_features[0].float()                              # [C, h, w]
+        self._pixel_dim = mf.shape[0]
         ih, iw = emb.input_size
         gh, gw = max(1, round(ih / 4)), max(1, round(iw / 4))
         mean = mf[:, :gh, :gw].mean((1, 2))
@@ -494,7 +495,7 @@ class ObjectTracker:
             # ones: their class embeddings are trained towards different targets (phrases vs
             # class names) and do not compare, so only the pixel part does (each part is a unit
             # vector / sqrt 2). Comparing both made text objects lost every other frame.
-            d = self.predictor.model.cfg.pixel_decoder.mask_dim          # the pixel part comes first
+            d = self._pixel_dim                                  # the pixel part comes first
             return max(2 * float(app[:d] @ r[:d]) for r in refs)
         return max(float(app @ r) for r in refs)
 
