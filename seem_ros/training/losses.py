@@ -2,7 +2,7 @@
 cross-entropy on classes (through the text embeddings, as SEEM classifies)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,6 +27,25 @@ def hungarian(cost: Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """(query indices, target indices) minimising the total cost [Q, T]."""
     q, t = linear_sum_assignment(cost.float().cpu().numpy())
     return q, t
+
+
+@torch.no_grad()
+def hungarian_all(costs: List[Optional[Tensor]]) -> List[Optional[Tuple[np.ndarray, np.ndarray]]]:
+    """`hungarian` of several cost matrices (None: no match), with one device-to-host copy for
+    all of them: on a GPU each copy waits for the queue to drain."""
+    real = [c for c in costs if c is not None]
+    if not real:
+        return [None] * len(costs)
+    flat = torch.cat([c.float().flatten() for c in real]).cpu().numpy()
+    out, k = [], 0
+    for c in costs:
+        if c is None:
+            out.append(None)
+            continue
+        n = c.numel()
+        out.append(linear_sum_assignment(flat[k:k + n].reshape(c.shape)))
+        k += n
+    return out
 
 
 def mask_loss(logits: Tensor, targets: Tensor, size: Tuple[int, int], crop: Tuple[int, int]) -> Tensor:

@@ -33,7 +33,7 @@ from ..model.language import TEMPLATES, Tokenizer
 from ..model.seem import SeemModel
 from .clicks import next_click
 from .data import PREFIXES, VOCABULARY, Sample, SampleStream, core_phrase
-from .losses import downsample, hungarian, mask_loss, pairwise_mask_cost
+from .losses import downsample, hungarian_all, mask_loss, pairwise_mask_cost
 
 NO_OBJECT_WEIGHT = 0.1
 W_CLS, W_MASK = 2.0, 5.0
@@ -150,15 +150,17 @@ class Trainer:
         # ---- panoptic: object queries matched to objects + table
         cls_logits = m.similarity(dec.object_embeds, vocab, clamp=False)          # [B, Q, K+1]
         l_cls, l_mask, n_t = 0.0, 0.0, 0
+        labels_of = [torch.tensor([t.vocab_id for t in s.targets], device=dev, dtype=torch.long) for s in batch]
+        with torch.no_grad():
+            costs = [W_MASK * pairwise_mask_cost(dec.object_masks[b], downsample(pad(gts[b]), (h4, w4)))
+                     - W_CLS * cls_logits[b].softmax(-1)[:, labels_of[b]] if s.targets else None
+                     for b, s in enumerate(batch)]
+        matches = hungarian_all(costs)
         for b, s in enumerate(batch):
             target_cls = torch.full((cls_logits.shape[1],), K, dtype=torch.long, device=dev)
             if s.targets:
-                soft = downsample(pad(gts[b]), (h4, w4))
-                labels = torch.tensor([t.vocab_id for t in s.targets], device=dev)
-                with torch.no_grad():
-                    cost = W_MASK * pairwise_mask_cost(dec.object_masks[b], soft) \
-                        - W_CLS * cls_logits[b].softmax(-1)[:, labels]
-                qi, ti = hungarian(cost)
+                labels = labels_of[b]
+                qi, ti = matches[b]
                 target_cls[qi] = labels[ti]
                 l_mask = l_mask + mask_loss(dec.object_masks[b, qi], gts[b][ti], padded, size) * len(qi)
                 n_t += len(qi)
@@ -175,18 +177,19 @@ class Trainer:
             texts = sorted({p[1] for p in phrases})
             uniq = torch.stack([phr_n[[p[1] for p in phrases].index(t)] for t in texts])
             l_g, l_gq, l_gp, j0 = 0.0, 0.0, 0.0, 0
+            per = []                                    # (b, tmask, sim) of images with phrases
             for b, s in enumerate(batch):
                 n = len(s.phrases)
                 if not n:
                     continue
-                js = list(range(j0, j0 + n))
-                j0 += n
                 tmask = gts[b][[ti for _, ti in s.phrases]]
-                sim = m.similarity(dec.grounding_embeds[b], phr_emb[js])                  # [Q, P]
-                with torch.no_grad():
-                    cost = W_MASK * pairwise_mask_cost(dec.grounding_masks[b], downsample(pad(tmask), (h4, w4))) \
-                        - W_CLS * sim.softmax(0)
-                qi, pi = hungarian(cost)
+                per.append((b, tmask, m.similarity(dec.grounding_embeds[b], phr_emb[j0:j0 + n])))   # [Q, P]
+                j0 += n
+            with torch.no_grad():
+                costs = [W_MASK * pairwise_mask_cost(dec.grounding_masks[b], downsample(pad(tmask), (h4, w4)))
+                         - W_CLS * sim.softmax(0) for b, tmask, sim in per]
+            for (b, tmask, sim), (qi, pi) in zip(per, hungarian_all(costs)):
+                s = batch[b]
                 l_g = l_g + mask_loss(dec.grounding_masks[b, qi], tmask[pi], padded, size)
                 # Inference picks, per phrase, the query most similar to it: train exactly that ...
                 l_gq = l_gq + F.cross_entropy(sim[:, pi].T, torch.as_tensor(qi, device=dev))
@@ -213,11 +216,12 @@ class Trainer:
             with torch.no_grad():
                 up = F.interpolate(r1.prompt_masks.float(), size=padded, mode="bilinear",
                                    align_corners=False)[..., :size[0], :size[1]] > 0
+            up = up.cpu().numpy()                      # one transfer, not one per prompt
             prompts2 = []
             for b, s in enumerate(batch):
                 ps = []
                 for i, p in enumerate(s.prompts):
-                    c = next_click(up[b, i].cpu().numpy(), s.targets[s.prompt_targets[i]].mask)
+                    c = next_click(up[b, i], s.targets[s.prompt_targets[i]].mask)
                     ps.append(p if c is None else p.with_points([c[0]], [c[1]]))
                 prompts2.append(ps)
             pos, neg = zip(*[_pad_masks(ps, ns, size, padded) for ps in prompts2])
