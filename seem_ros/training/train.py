@@ -268,14 +268,17 @@ def lr_at(step: int, warmup: int, progress: float, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _bar(step: int, steps: int, t0: float, start: int, logs: dict) -> str:
-    done = (step + 1 - start) / max(steps - start, 1)
+def _bar(step: int, steps: int, t0: float, logs: dict, max_minutes: float = 0.0) -> str:
     el = time.time() - t0
+    done = (step + 1) / steps
+    if max_minutes:                     # whichever budget ends first
+        done = max(done, el / (60 * max_minutes))
+    done = min(done, 1.0)
     eta = el / max(done, 1e-9) * (1 - done)
-    n = int(30 * (step + 1) / steps)
+    n = int(30 * done)
     loss = sum(logs.values())
     parts = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
-    return (f"\r[{'#' * n}{'.' * (30 - n)}] {step + 1}/{steps} loss {loss:.3f} "
+    return (f"\r[{'#' * n}{'.' * (30 - n)}] step {step + 1} ({100 * done:.0f}%) loss {loss:.3f} "
             f"{el / 60:.1f} min, eta {eta / 60:.1f} min | {parts}")
 
 
@@ -370,7 +373,7 @@ def main(argv=None) -> int:
         opt.step()
         for k, v in losses.items():
             avg[k] = 0.95 * avg.get(k, v.item()) + 0.05 * v.item()
-        print(_bar(step, a.steps, t0, 0, avg), end="", file=sys.stderr, flush=True)
+        print(_bar(step, a.steps, t0, avg, a.max_minutes), end="", file=sys.stderr, flush=True)
         log.write(f"{step},{time.time() - t0:.1f},{float(loss):.4f}," +
                   ",".join(f"{k}={float(v):.4f}" for k, v in losses.items()) + "\n")
         if (step + 1) % a.save_every == 0:
