@@ -492,13 +492,14 @@ class SeemNode(LifecycleNode):
         if not p:
             return
         wanted = lambda k: p[k].get_subscription_count() > 0
+        # ~/objects first: it is what grasping waits for; the images take milliseconds each.
+        p["objects"].publish(objects_msg(res, header))
         if wanted("instances"):
             p["instances"].publish(labels_to_image(res.instances, header, "16UC1"))
         if wanted("semantic"):
             p["semantic"].publish(labels_to_image(res.semantic, header, "mono8"))
         if wanted("confidence"):
             p["confidence"].publish(labels_to_image(res.confidence, header, "mono8"))
-        p["objects"].publish(objects_msg(res, header))
         if wanted("poses"):
             p["poses"].publish(poses_msg(res, header))
         if wanted("markers"):
