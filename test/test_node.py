@@ -204,6 +204,41 @@ def test_outputs_keep_the_image_header_and_size(clean):
     assert c.label_maps and c.label_maps[-1].names[0] == "unlabeled"
 
 
+def test_parameters_change_at_runtime(clean):
+    """set_parameters answers (it did not when the node hid rclpy's service list): a dynamic
+    parameter takes effect (the vocabulary republishes ~/label_map), a configure-time one and an
+    out-of-range value are refused with a reason."""
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import Parameter
+    c = clean
+    set_cli = c.h.create_client(SetParameters, f"{NODE}/set_parameters")
+    get_cli = c.h.create_client(GetParameters, f"{NODE}/get_parameters")
+    assert set_cli.wait_for_service(timeout_sec=30) and get_cli.wait_for_service(timeout_sec=30)
+
+    def call(cli, req):
+        fut = cli.call_async(req)
+        c.h.spin_until(fut.done, timeout=30, what="parameter service")
+        return fut.result()
+
+    def set_params(*params):
+        return call(set_cli, SetParameters.Request(parameters=[p.to_parameter_msg() for p in params])).results
+
+    old = list(call(get_cli, GetParameters.Request(names=["vocabulary"])).values[0].string_array_value)
+    try:
+        n_maps = len(c.label_maps)
+        (r,) = set_params(Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["mug", "cube"]))
+        assert r.successful, r.reason
+        c.h.spin_until(lambda: len(c.label_maps) > n_maps, timeout=30, what="new label map")
+        assert list(c.label_maps[-1].names) == ["unlabeled", "mug", "cube"]
+        (r,) = set_params(Parameter("device", Parameter.Type.STRING, "cuda"))
+        assert not r.successful and "configure" in r.reason
+        (r,) = set_params(Parameter("score_threshold", Parameter.Type.DOUBLE, 1.5))
+        assert not r.successful and "score_threshold" in r.reason
+        assert call(get_cli, GetParameters.Request(names=["device"])).values[0].string_value != "cuda"
+    finally:
+        set_params(Parameter("vocabulary", Parameter.Type.STRING_ARRAY, old))
+
+
 @pytest.mark.parametrize("encoding,pad", [("bgr8", 0), ("rgba8", 0), ("bgra8", 8), ("mono8", 3), ("rgb8", 5)])
 def test_every_colour_encoding_and_step_padding(clean, encoding, pad):
     c = clean
