@@ -12,7 +12,7 @@ from seem_ros.training import evaluate as ev
 from seem_ros.training.clicks import iou, next_click
 from seem_ros.training.data import (PREFIXES, core_phrase, TRAIN_SEED_BASE, VOCABULARY, interior_point, make_sample,
                                     perturb_mask, random_prompt, referring_phrases)
-from seem_ros.training.losses import downsample, hungarian, mask_loss, pairwise_mask_cost
+from seem_ros.training.losses import downsample, hungarian, hungarian_all, mask_loss, pairwise_mask_cost
 
 W, H = 160, 120
 SEEDS = [TRAIN_SEED_BASE + s for s in (3, 11, 17, 29, 40)]
@@ -136,16 +136,29 @@ def test_next_click_none_when_perfect_and_first_click_is_most_interior():
     assert label == 1 and np.allclose([x, y], interior_point(gt, None, centre=True))
 
 
-def test_fast_next_click_matches_next_click():
+def _next_click_whole_image(pred, gt):
+    """The simulator's definition, on the whole image (next_click works on the errors' box)."""
+    from scipy import ndimage
+    fn, fp = gt & ~pred, pred & ~gt
+    d_fn = ndimage.distance_transform_edt(np.pad(fn, 1))[1:-1, 1:-1]
+    d_fp = ndimage.distance_transform_edt(np.pad(fp, 1))[1:-1, 1:-1]
+    if max(d_fn.max(), d_fp.max()) <= 0:
+        return None
+    positive = d_fn.max() >= d_fp.max()
+    y, x = np.unravel_index(np.argmax(d_fn if positive else d_fp), fn.shape)
+    return np.array([x + 0.5, y + 0.5]), int(positive)
+
+
+def test_next_click_equals_the_whole_image_definition():
     rng = np.random.default_rng(1)
-    for _ in range(30):
+    for _ in range(60):
         gt = np.zeros((48, 64), bool)
         pred = np.zeros((48, 64), bool)
         for m in (gt, pred):
             for _ in range(rng.integers(1, 3)):
-                y, x = rng.integers(0, 40), rng.integers(0, 56)
+                y, x = rng.integers(0, 46), rng.integers(0, 62)
                 m[y:y + rng.integers(2, 20), x:x + rng.integers(2, 20)] = True
-        a, b = next_click(pred, gt), ev.fast_next_click(pred, gt)
+        a, b = _next_click_whole_image(pred, gt), next_click(pred, gt)
         assert (a is None) == (b is None)
         if a is not None:
             assert np.allclose(a[0], b[0]) and a[1] == b[1]
@@ -158,6 +171,89 @@ def test_hungarian_finds_the_optimal_assignment():
     assert dict(zip(q.tolist(), t.tolist())) == {0: 1, 1: 0, 2: 2}
     q, t = hungarian(torch.tensor([[5.0, 5], [0, 9], [9, 9], [9, 0]]))   # more queries than targets
     assert dict(zip(q.tolist(), t.tolist())) == {1: 0, 3: 1}
+
+
+def test_hungarian_all_equals_one_by_one():
+    rng = np.random.default_rng(0)
+    costs = [torch.from_numpy(rng.random((7, k))) for k in (3, 1, 5)]
+    got = hungarian_all([costs[0], None, costs[1], costs[2]])
+    assert got[1] is None
+    for c, (q, t) in zip(costs, [got[0], got[2], got[3]]):
+        q0, t0 = hungarian(c)
+        assert q.tolist() == q0.tolist() and t.tolist() == t0.tolist()
+
+
+# ------------------------------------------------------------------------------------ training
+def _trainer(seed=0):
+    from seem_ros.model.seem import SeemModel
+    from seem_ros.training.train import Trainer, embedded_config
+    torch.manual_seed(seed)
+    model = SeemModel(embedded_config(W, H))
+    return model, Trainer(model, torch.device("cpu"))
+
+
+def test_training_step_trains_every_prompt_and_keeps_class_losses_off_the_text_encoder():
+    model, tr = _trainer()
+    batch = [make_sample(s, W, H) for s in SEEDS[:2]]
+    losses = tr.losses(batch, np.random.default_rng(0))
+    assert set(losses) == {"pan_cls", "pan_mask", "vocab_sep", "phrase_sep", "text_mask", "text_cls",
+                           "click_mask", "click_cls", "refine_mask", "refine_cls", "track_mask", "track_cls"}
+    assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
+    text = list(model.text_encoder.lang_encoder.parameters())
+    # The class and grounding losses must not reach the text encoder (that collapsed the shape
+    # names); the separation losses must.
+    for key, reaches in (("pan_cls", False), ("click_cls", False), ("text_cls", False), ("vocab_sep", True),
+                         ("phrase_sep", True)):
+        model.zero_grad(set_to_none=True)
+        losses[key].backward(retain_graph=True)
+        got = any(p.grad is not None and p.grad.abs().sum() > 0 for p in text)
+        assert got == reaches, key
+    model.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    assert model.backbone is not None and all(
+        p.grad is not None for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad)
+
+
+def test_vocabulary_separation_pulls_names_apart():
+    model, tr = _trainer()
+    opt = torch.optim.Adam(model.text_encoder.parameters(), 3e-3)
+    first = None
+    for i in range(30):
+        v = tr.vocab_embeddings(np.random.default_rng(i))
+        loss = tr.vocab_separation
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v = tr.vocab_embeddings(np.random.default_rng(99)).detach()
+    off = (v @ v.T)[~torch.eye(len(v), dtype=bool)]
+    assert loss.item() < 0.5 * first and off.max() < 0.9
+
+
+def test_lr_schedule_warms_up_and_ends_at_zero():
+    from seem_ros.training.train import lr_at
+    assert lr_at(0, 10, 0.0, 1.0) == pytest.approx(0.1) and lr_at(9, 10, 0.0, 1.0) == pytest.approx(1.0)
+    assert lr_at(10, 10, 0.0, 1.0) == pytest.approx(1.0) and lr_at(50, 10, 0.5, 1.0) == pytest.approx(0.5)
+    assert lr_at(99, 10, 1.0, 1.0) == pytest.approx(0.0, abs=1e-12) and lr_at(99, 10, 3.0, 1.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_train_cli_resumes_and_exports_loadable_weights(tmp_path):
+    from seem_ros.model.seem import SeemModel
+    from seem_ros.training.train import main
+    args = ["--out", str(tmp_path / "run"), "--batch", "1", "--width", str(W), "--height", str(H),
+            "--threads", "1", "--save-every", "1", "--warmup", "1"]
+    assert main(args + ["--steps", "2"]) == 0
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ck["step"] == 2
+    out = tmp_path / "w.pt"
+    assert main(args + ["--steps", "3", "--export", str(out)]) == 0            # resumes at step 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert [int(l.split(",")[0]) for l in log] == [0, 1, 2]                       # step 2 once: resumed
+    model = SeemModel.from_checkpoint(out)
+    assert model.cfg.short_side == min(W, H)
+    meta = torch.load(out, weights_only=False)["training"]
+    assert meta["steps"] == 3 and meta["batch"] == 1
 
 
 def test_mask_cost_matches_queries_to_their_masks_and_mask_loss_prefers_the_right_mask():

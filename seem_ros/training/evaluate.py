@@ -190,18 +190,6 @@ def _edt(mask: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
 
 
-def fast_next_click(pred: np.ndarray, gt: np.ndarray):
-    """next_click on the bounding box of pred | gt: the same click (the error regions lie inside
-    it and the crop edge borders non-error pixels or the image edge), at a fraction of the cost."""
-    u = pred | gt
-    rows, cols = np.nonzero(u.any(1))[0], np.nonzero(u.any(0))[0]
-    if not len(rows):
-        return None
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    c = next_click(pred[y0:y1, x0:x1], gt[y0:y1, x0:x1])
-    return None if c is None else (c[0] + (x0, y0), c[1])
-
-
 def stroke(mask: np.ndarray) -> np.ndarray:
     """A straight scribble [3, 2] (x, y): along the mask's main axis through its most interior
     pixel, as far as it stays well inside (a user draws away from the edges)."""
@@ -319,7 +307,7 @@ def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, ma
     pred = np.zeros_like(gt)
     prompt, memory, ious, first = None, None, [], None
     for _ in range(max_clicks):
-        c = fast_next_click(pred, gt)
+        c = next_click(pred, gt)
         if c is None:                   # exact: every further click keeps it so
             break
         xy, label = c

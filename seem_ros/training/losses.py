@@ -48,18 +48,25 @@ def hungarian_all(costs: List[Optional[Tensor]]) -> List[Optional[Tuple[np.ndarr
     return out
 
 
-def mask_loss(logits: Tensor, targets: Tensor, size: Tuple[int, int], crop: Tuple[int, int]) -> Tensor:
-    """BCE + dice of low-res logits [N, h, w] against full-resolution bool targets [N, H, W]:
+def mask_loss_items(logits: Tensor, targets: Tensor, size: Tuple[int, int], crop: Tuple[int, int]) -> Tensor:
+    """[N] BCE + dice of low-res logits [N, h, w] against full-resolution bool targets [N, H, W]:
     logits are upsampled to the padded input size and cropped, as inference does."""
     if logits.shape[0] == 0:
-        return logits.sum() * 0
+        return logits.sum((1, 2)) * 0
     x = F.interpolate(logits[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     x = x[:, :crop[0], :crop[1]].flatten(1)
     t = targets.flatten(1).float()
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none").mean(1)
     p = x.sigmoid()
     dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return (bce + dice).mean()
+    return bce + dice
+
+
+def mask_loss(logits: Tensor, targets: Tensor, size: Tuple[int, int], crop: Tuple[int, int]) -> Tensor:
+    """Mean of `mask_loss_items` (0 with a graph when there is nothing)."""
+    if logits.shape[0] == 0:
+        return logits.sum() * 0
+    return mask_loss_items(logits, targets, size, crop).mean()
 
 
 def downsample(masks: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -33,7 +33,7 @@ from ..model.language import TEMPLATES, Tokenizer
 from ..model.seem import SeemModel
 from .clicks import next_click
 from .data import PREFIXES, VOCABULARY, Sample, SampleStream, core_phrase
-from .losses import downsample, hungarian_all, mask_loss, pairwise_mask_cost
+from .losses import downsample, hungarian_all, mask_loss_items, pairwise_mask_cost
 
 NO_OBJECT_WEIGHT = 0.1
 W_CLS, W_MASK = 2.0, 5.0
@@ -149,24 +149,30 @@ class Trainer:
 
         # ---- panoptic: object queries matched to objects + table
         cls_logits = m.similarity(dec.object_embeds, vocab, clamp=False)          # [B, Q, K+1]
-        l_cls, l_mask, n_t = 0.0, 0.0, 0
         labels_of = [torch.tensor([t.vocab_id for t in s.targets], device=dev, dtype=torch.long) for s in batch]
         with torch.no_grad():
             costs = [W_MASK * pairwise_mask_cost(dec.object_masks[b], downsample(pad(gts[b]), (h4, w4)))
                      - W_CLS * cls_logits[b].softmax(-1)[:, labels_of[b]] if s.targets else None
                      for b, s in enumerate(batch)]
         matches = hungarian_all(costs)
+        # All images' matched masks in one loss call and all queries' classes in one: on a GPU
+        # the step is bound by kernel launches, not arithmetic.
+        target_cls = torch.full(cls_logits.shape[:2], K, dtype=torch.long, device=dev)
+        sel_logits, sel_targets = [], []
         for b, s in enumerate(batch):
-            target_cls = torch.full((cls_logits.shape[1],), K, dtype=torch.long, device=dev)
             if s.targets:
-                labels = labels_of[b]
                 qi, ti = matches[b]
-                target_cls[qi] = labels[ti]
-                l_mask = l_mask + mask_loss(dec.object_masks[b, qi], gts[b][ti], padded, size) * len(qi)
-                n_t += len(qi)
-            weight = torch.ones(K + 1, device=dev)
-            weight[K] = NO_OBJECT_WEIGHT
-            l_cls = l_cls + F.cross_entropy(cls_logits[b], target_cls, weight=weight)
+                target_cls[b, qi] = labels_of[b][ti]
+                sel_logits.append(dec.object_masks[b, qi])
+                sel_targets.append(gts[b][ti])
+        n_t = sum(len(x) for x in sel_logits)
+        l_mask = (mask_loss_items(torch.cat(sel_logits), torch.cat(sel_targets), padded, size).sum() if n_t
+                  else dec.object_masks.sum() * 0)
+        weight = torch.ones(K + 1, device=dev)
+        weight[K] = NO_OBJECT_WEIGHT
+        ce = F.cross_entropy(cls_logits.flatten(0, 1), target_cls.flatten(), reduction="none").view(target_cls.shape)
+        w = weight[target_cls]
+        l_cls = ((ce * w).sum(1) / w.sum(1)).sum()             # each image's weighted mean, summed
         out["pan_cls"] = W_CLS * l_cls / len(batch)
         out["vocab_sep"] = self.vocab_separation
         out["pan_mask"] = W_MASK * l_mask / max(n_t, 1)
@@ -176,7 +182,7 @@ class Trainer:
             phr_n = F.normalize(phr_emb, dim=-1)
             texts = sorted({p[1] for p in phrases})
             uniq = torch.stack([phr_n[[p[1] for p in phrases].index(t)] for t in texts])
-            l_g, l_gq, l_gp, j0 = 0.0, 0.0, 0.0, 0
+            j0 = 0
             per = []                                    # (b, tmask, sim) of images with phrases
             for b, s in enumerate(batch):
                 n = len(s.phrases)
@@ -188,16 +194,23 @@ class Trainer:
             with torch.no_grad():
                 costs = [W_MASK * pairwise_mask_cost(dec.grounding_masks[b], downsample(pad(tmask), (h4, w4)))
                          - W_CLS * sim.softmax(0) for b, tmask, sim in per]
+            scale = m.text_encoder.logit_scale.exp().clamp(max=100)
+            g_logits, g_targets, q_rows, q_tgt, p_rows, p_tgt, wts = [], [], [], [], [], [], []
             for (b, tmask, sim), (qi, pi) in zip(per, hungarian_all(costs)):
                 s = batch[b]
-                l_g = l_g + mask_loss(dec.grounding_masks[b, qi], tmask[pi], padded, size)
+                g_logits.append(dec.grounding_masks[b, qi])
+                g_targets.append(tmask[pi])
                 # Inference picks, per phrase, the query most similar to it: train exactly that ...
-                l_gq = l_gq + F.cross_entropy(sim[:, pi].T, torch.as_tensor(qi, device=dev))
+                q_rows.append(sim[:, pi].T)
+                q_tgt.append(torch.as_tensor(qi, device=dev))
                 # ... and tell phrases apart ("red cube" vs "blue cube") across the batch.
-                v = F.normalize(dec.grounding_embeds[b, qi], dim=-1)
-                scale = m.text_encoder.logit_scale.exp().clamp(max=100)
-                tgt = torch.tensor([texts.index(s.phrases[p][0]) for p in pi], device=dev)
-                l_gp = l_gp + F.cross_entropy(scale * v @ uniq.T, tgt)
+                p_rows.append(scale * F.normalize(dec.grounding_embeds[b, qi], dim=-1) @ uniq.T)
+                p_tgt.append(torch.tensor([texts.index(s.phrases[p][0]) for p in pi], device=dev))
+                wts.append(torch.full((len(qi),), 1.0 / len(qi), device=dev))   # each image's mean
+            wts = torch.cat(wts)
+            l_g = (mask_loss_items(torch.cat(g_logits), torch.cat(g_targets), padded, size) * wts).sum()
+            l_gq = (F.cross_entropy(torch.cat(q_rows), torch.cat(q_tgt), reduction="none") * wts).sum()
+            l_gp = (F.cross_entropy(torch.cat(p_rows), torch.cat(p_tgt), reduction="none") * wts).sum()
             nb = sum(1 for s in batch if s.phrases)
             out["text_mask"] = W_MASK * l_g / nb
             out["text_cls"] = W_CLS * (l_gq + l_gp) / nb
@@ -246,18 +259,23 @@ class Trainer:
         inference by their overlap with the prompt; our world has no part/whole ambiguity)."""
         m = self.model
         qpp = m.cfg.decoder.queries_per_prompt
-        l_mask, l_cls, n = 0.0, 0.0, 0
+        logits, targets, embeds, labels = [], [], [], []
         for b, s in enumerate(batch):
             k = len(getattr(s, attr))
             if not k:
                 continue
-            logits = r.spatial_masks[b, :k * qpp]
-            t = tgt[b].repeat_interleave(qpp, 0)
-            l_mask = l_mask + mask_loss(logits, t, padded, size) * k
-            labels = torch.tensor([s.targets[i].vocab_id for i in getattr(s, attr)], device=logits.device)
-            cls = m.similarity(r.spatial_embeds[b, :k * qpp], vocab, clamp=False)
-            l_cls = l_cls + F.cross_entropy(cls, labels.repeat_interleave(qpp)) * k
-            n += k
+            logits.append(r.spatial_masks[b, :k * qpp])
+            targets.append(tgt[b].repeat_interleave(qpp, 0))
+            embeds.append(r.spatial_embeds[b, :k * qpp])
+            labels.append(torch.tensor([s.targets[i].vocab_id for i in getattr(s, attr)],
+                                       device=r.spatial_masks.device).repeat_interleave(qpp))
+        n = sum(len(x) for x in labels) // qpp
+        if not n:
+            return r.spatial_masks.sum() * 0, r.spatial_masks.sum() * 0
+        # One call for all images; each prompt's qpp candidates count as one prompt.
+        l_mask = mask_loss_items(torch.cat(logits), torch.cat(targets), padded, size).sum() / qpp
+        cls = m.similarity(torch.cat(embeds), vocab, clamp=False)
+        l_cls = F.cross_entropy(cls, torch.cat(labels), reduction="sum") / qpp
         return W_MASK * l_mask / max(n, 1), l_cls / max(n, 1)
 
 
@@ -374,8 +392,8 @@ def main(argv=None) -> int:
         for k, v in losses.items():
             avg[k] = 0.95 * avg.get(k, v.item()) + 0.05 * v.item()
         print(_bar(step, a.steps, t0, avg, a.max_minutes), end="", file=sys.stderr, flush=True)
-        log.write(f"{step},{time.time() - t0:.1f},{float(loss):.4f}," +
-                  ",".join(f"{k}={float(v):.4f}" for k, v in losses.items()) + "\n")
+        log.write(f"{step},{time.time() - t0:.1f},{loss.item():.4f}," +
+                  ",".join(f"{k}={v.item():.4f}" for k, v in losses.items()) + "\n")
         if (step + 1) % a.save_every == 0:
             save(step + 1)
             log.flush()
