@@ -468,7 +468,6 @@ class ObjectTracker:
 
     def _pooled(self, w: Tensor, embeds, emb: ImageEmbedding) -> Tensor:
         mf = emb.features.mask_features[0].float()                              # [C, h, w]
-        self._pixel_dim = mf.shape[0]
         ih, iw = emb.input_size
         gh, gw = max(1, round(ih / 4)), max(1, round(iw / 4))
         mean = mf[:, :gh, :gw].mean((1, 2))
@@ -486,7 +485,7 @@ class ObjectTracker:
     def _min_pixels(self, emb: ImageEmbedding) -> int:
         return max(1, int(round(self.min_area * emb.orig_size[0] * emb.orig_size[1])))
 
-    def _similarity(self, o: _Object, app: Tensor) -> float:
+    def _similarity(self, o: _Object, app: Tensor, emb: ImageEmbedding) -> float:
         refs = [r for r in (o.anchor, o.recent) if r is not None]
         if not refs:
             return 1.0
@@ -495,7 +494,7 @@ class ObjectTracker:
             # ones: their class embeddings are trained towards different targets (phrases vs
             # class names) and do not compare, so only the pixel part does (each part is a unit
             # vector / sqrt 2). Comparing both made text objects lost every other frame.
-            d = self._pixel_dim                                  # the pixel part comes first
+            d = emb.features.mask_features.shape[1]              # the pixel part comes first
             return max(2 * float(app[:d] @ r[:d]) for r in refs)
         return max(float(app @ r) for r in refs)
 
@@ -505,7 +504,7 @@ class ObjectTracker:
         c.score = _mean_prob(c.prob, mask)
         if c.area:
             c.appearance = self._appearance(mask[None], c.embed[None], emb)[0]
-            c.similarity = self._similarity(o, c.appearance)
+            c.similarity = self._similarity(o, c.appearance, emb)
         return c
 
     def _decide(self, objs: List[_Object], cands: List[_Candidate], emb: ImageEmbedding, stamp: float) -> None:
@@ -632,7 +631,7 @@ class ObjectTracker:
                     if _gap(boxes[k], self._swept(o, stamp)) > limit:
                         continue                        # it cannot be there (yet)
                 if o.anchor is not None:
-                    sims.append((self._similarity(o, apps[k]), o))
+                    sims.append((self._similarity(o, apps[k], emb), o))
                 elif r.owner == o.id:                    # never seen: trust its own prompt
                     pairs.append((-1.0, k, o))
             # Every object that could be there competes; the winner must be clearly ahead.
@@ -820,10 +819,9 @@ def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
 
 
 def _box(mask: np.ndarray) -> Optional[np.ndarray]:
-    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    if not len(ys):
-        return None
-    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], float)
+    """x0, y0, x1, y1 (exclusive) of the mask, None when it is empty."""
+    bb = _bbox(mask)
+    return None if bb is None else np.array([bb[1].start, bb[0].start, bb[1].stop, bb[0].stop], float)
 
 
 def _centre(b: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -74,9 +74,10 @@ class Trainer:
         names = list(VOCABULARY) + ["background"]
         self.vocab_ids = [self.tok([t.format(n) for n in names]) for t in TEMPLATES]
 
-    def vocab_embeddings(self, rng: np.random.Generator) -> torch.Tensor:
-        """[K+1, C] class embeddings as inference computes them (normalised template average), over
-        a random subset of templates so the encoder learns not to depend on the template."""
+    def vocab_embeddings(self, rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """([K+1, C] class embeddings as inference computes them (normalised template average), over
+        a random subset of templates so the encoder learns not to depend on the template; their
+        separation loss)."""
         idx = rng.choice(len(self.vocab_ids), self.templates_per_step, replace=False)
         embs = []
         for i in idx:
@@ -84,8 +85,7 @@ class Trainer:
             _, cls = self.model.text_encoder.encode_tokens(ids.to(self.device), att.to(self.device))
             embs.append(F.normalize(cls, dim=-1))
         embs = torch.stack(embs)                                          # [T, K+1, C]
-        self.vocab_separation = self._separation(embs)
-        return F.normalize(embs.mean(0), dim=-1)
+        return F.normalize(embs.mean(0), dim=-1), self._separation(embs)
 
     def _separation(self, embs: torch.Tensor) -> torch.Tensor:
         """Each class name under one template must pick itself among all names under another.
@@ -121,8 +121,9 @@ class Trainer:
         # The class losses see the vocabulary detached: they teach the image side to match the
         # names, and never pull names together that the image side cannot yet tell apart (that
         # collapsed the seven shape names into one vector); the text side learns from the
-        # separation and grounding losses.
-        vocab = self.vocab_embeddings(rng).detach()
+        # separation losses only (the phrases are detached below for the same reason).
+        vocab, vocab_sep = self.vocab_embeddings(rng)
+        vocab = vocab.detach()
         K = len(VOCABULARY)
         gts = [torch.from_numpy(np.stack([t.mask for t in s.targets])).to(dev) if s.targets
                else torch.zeros((0, *size), dtype=torch.bool, device=dev) for s in batch]
@@ -174,7 +175,7 @@ class Trainer:
         w = weight[target_cls]
         l_cls = ((ce * w).sum(1) / w.sum(1)).sum()             # each image's weighted mean, summed
         out["pan_cls"] = W_CLS * l_cls / len(batch)
-        out["vocab_sep"] = self.vocab_separation
+        out["vocab_sep"] = vocab_sep
         out["pan_mask"] = W_MASK * l_mask / max(n_t, 1)
 
         # ---- referring text: grounding queries matched to phrases
