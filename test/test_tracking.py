@@ -252,6 +252,37 @@ def test_masks_never_overlap():
             assert iou(t.mask, ids_of(img) == t.id) > 0.6
 
 
+def test_region_at_the_image_border_needs_a_clearer_appearance_winner():
+    """Two lost look-alikes and one region coming back: inside the image the more similar object
+    takes it at a small lead; cut by the border (partly out of view, less certain appearance) the
+    same lead is not enough and the region waits for a later frame."""
+    from seem_ros.tracking.tracker import LOST, _Candidate, _Object
+    pred = FakePredictor()
+    tr = ObjectTracker(pred, reid_margin=0.02, edge_margin=0.15)
+    emb = pred.set_image(draw({2: (50, 40, 20, 20)}))
+    sims = {1: 0.97, 2: 0.88}                         # ahead by 0.09: above reid_margin, below edge_margin
+    tr._similarity = lambda o, app, e: sims[o.id]
+
+    def lost_object(oid):                             # both left the view on the right
+        return _Object(oid, click(draw({2: (50, 40, 20, 20)}), 2), "", 0.0, state=LOST,
+                       anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=np.array([90.0, 30, 128, 70]),
+                       box_stamp=0.9, lost_since=1.0)
+
+    def region(x, y):
+        m = np.zeros((H, W), bool)
+        m[y:y + 20, x:x + 20] = True
+        return _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+
+    lost = [lost_object(1), lost_object(2)]
+    taken = np.zeros((H, W), bool)
+    inside = tr._reacquire(lost, [region(80, 40)], taken, emb, 1.2)
+    assert set(inside) == {1}
+    at_edge = tr._reacquire(lost, [region(W - 20, 40)], taken, emb, 1.2)
+    assert at_edge == {}
+    sims[2] = 0.80                                    # a clear winner is taken at the border too
+    assert set(tr._reacquire(lost, [region(W - 20, 40)], taken, emb, 1.2)) == {1}
+
+
 def test_text_and_reference_prompts_and_refind_by_phrase():
     pred = FakePredictor()
     tr = ObjectTracker(pred)

@@ -596,6 +596,9 @@ def _quat_to_R(x, y, z, w) -> np.ndarray:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # The executor thread holds the GIL through its Python bookkeeping after each callback; with
+    # the default 5 ms switch interval the woken worker can wait that long for a new frame.
+    sys.setswitchinterval(0.0005)
     rclpy.init(args=argv)
     node = SeemNode()
     code = 0

@@ -138,6 +138,8 @@ class ObjectTracker:
         image from taking its id right after it left).
     reid_margin: a region that two lost objects match within this similarity of each other is
         left for a later frame (when more of it is in view), not given to either.
+    edge_margin: the same for a region cut by the image border (an object coming back into
+        view): its visible part's appearance is less certain, so the winner must be this far ahead.
     token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
         512 per image, shared by its prompts, as the model was trained); self-attention cost
         grows with the square of it."""
@@ -148,7 +150,7 @@ class ObjectTracker:
                  appearance_momentum: float = 0.1, search: Sequence[str] = ("reference", "text"),
                  components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
-                 reach_rate: float = 0.1, reid_margin: float = 0.02,
+                 reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
                  token_budget: int = 512):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
@@ -178,6 +180,7 @@ class ObjectTracker:
         self.reach = float(reach)
         self.reach_rate = float(reach_rate)
         self.reid_margin = float(reid_margin)
+        self.edge_margin = float(edge_margin)
         self.token_budget = int(token_budget)
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
@@ -619,7 +622,8 @@ class ObjectTracker:
             if all(_iou(r.mask, u.mask) < 0.5 for u in uniq):
                 uniq.append(r)
         apps = self._appearance(np.stack([r.mask for r in uniq]), torch.stack([r.embed for r in uniq]), emb)
-        diag = float(np.hypot(*emb.orig_size))
+        H, W = emb.orig_size
+        diag = float(np.hypot(H, W))
         boxes = [_box(r.mask) for r in uniq]
         pairs = []
         for k, r in enumerate(uniq):
@@ -636,8 +640,10 @@ class ObjectTracker:
                     pairs.append((-1.0, k, o))
             # Every object that could be there competes; the winner must be clearly ahead.
             sims.sort(key=lambda x: -x[0])
+            b = boxes[k]
+            margin = self.edge_margin if (b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H) else self.reid_margin
             if sims and sims[0][0] >= self.reacquire_similarity:
-                if len(sims) == 1 or sims[0][0] - sims[1][0] >= self.reid_margin:
+                if len(sims) == 1 or sims[0][0] - sims[1][0] >= margin:
                     pairs.append((sims[0][0], k, sims[0][1]))
         out: Dict[int, _Candidate] = {}
         used = set()
