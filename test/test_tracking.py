@@ -379,7 +379,7 @@ def test_bundled_model_keeps_ids_and_reacquires_exit_object():
     """A generated sequence: the camera pans until exit_object leaves the view, then back."""
     from seem_ros.model import SeemModel
     from seem_ros.sim import make_sequence
-    from seem_ros.tracking.evaluate import interior_point
+    from seem_ros.training.data import interior_point
 
     torch.manual_seed(0)
     pred = SeemPredictor(SeemModel.from_checkpoint(WEIGHTS))

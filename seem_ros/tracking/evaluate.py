@@ -36,28 +36,21 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..inference import SeemPredictor, VisualPrompt
 from ..model import SeemModel
 from ..sim import make_sequence
+from ..training.clicks import border_distance
+from ..training.data import TRAIN_SEED_BASE, interior_point
 from . import metrics
 from .tracker import ObjectPrompt, ObjectTracker
 
 EVAL_KINDS = ("point", "text", "box", "scribble")
-TRAIN_SEED_BASE = 1_000_000           # seem_ros.training.data: seeds >= this are training data
-
-
-def interior_point(mask: np.ndarray) -> np.ndarray:
-    """(x, y) pixel centre of the most interior pixel of a mask (SEEM's first click)."""
-    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(np.argmax(dt), dt.shape)
-    return np.array([x + 0.5, y + 0.5])
 
 
 def scribble(mask: np.ndarray, rng: np.random.Generator, k: int = 3) -> np.ndarray:
     """A polyline through k interior points, ordered along the object's main axis."""
-    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    dt = border_distance(mask)
     ys, xs = np.nonzero(dt >= max(1.0, 0.3 * dt.max()))
     pick = rng.choice(len(ys), size=min(k, len(ys)), replace=False)
     pts = np.stack([xs[pick] + 0.5, ys[pick] + 0.5], 1)

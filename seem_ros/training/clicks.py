@@ -9,6 +9,12 @@ import numpy as np
 from scipy import ndimage
 
 
+def border_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance of each mask pixel to the nearest pixel outside it, the image border counting as
+    outside (SEEM's and RITM's clicks go where this is largest)."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+
+
 def next_click(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] = None) -> Optional[Tuple[np.ndarray, int]]:
     """((x, y) pixel centre, label 1/0) of the next click, or None when the prediction is exact."""
     fn = gt & ~pred
@@ -24,8 +30,7 @@ def next_click(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] = N
     # makes the image border count as border too), in a fraction of the time.
     y0, x0 = rows[0], cols[0]
     box = (slice(y0, rows[-1] + 1), slice(x0, cols[-1] + 1))
-    d_fn = ndimage.distance_transform_edt(np.pad(fn[box], 1))[1:-1, 1:-1]
-    d_fp = ndimage.distance_transform_edt(np.pad(fp[box], 1))[1:-1, 1:-1]
+    d_fn, d_fp = border_distance(fn[box]), border_distance(fp[box])
     m_fn, m_fp = d_fn.max(initial=0), d_fp.max(initial=0)
     positive = m_fn >= m_fp
     d = d_fn if positive else d_fp

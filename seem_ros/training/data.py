@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from ..inference.prompts import VisualPrompt
 from ..sim import CLASS_NAMES, TABLE_CLASS, make_scene, make_sequence, render
+from .clicks import border_distance
 
 # The vocabulary the node uses by default: every class of the world except walls/floor, which
 # are "no object" (unlabeled in the semantic output).
@@ -70,10 +71,10 @@ def referring_phrases(objs, rng: np.random.Generator) -> List[tuple]:
     return out
 
 
-def interior_point(mask: np.ndarray, rng: np.random.Generator, centre: bool) -> np.ndarray:
+def interior_point(mask: np.ndarray, rng: Optional[np.random.Generator] = None, centre: bool = True) -> np.ndarray:
     """(x, y) of a click inside mask: its most interior pixel (SEEM's first click) or a random one
     away from the border."""
-    dt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    dt = border_distance(mask)
     if centre:
         y, x = np.unravel_index(np.argmax(dt), dt.shape)
     else:

@@ -49,7 +49,7 @@ from ..inference.predictor import ImageEmbedding, SeemPredictor
 from ..inference.prompts import VisualPrompt, rasterize
 from ..sim import TABLE_CLASS, Frame, Scene, look_at, make_scene, render
 from ..sim.camera import rot_z
-from .clicks import iou, next_click
+from .clicks import border_distance, iou, next_click
 from .data import PREFIXES, TRAIN_SEED_BASE, VOCABULARY, perturb_mask
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "seem_tiny.pt"
@@ -185,15 +185,10 @@ def phrase_forms(obj, visible) -> List[Tuple[str, str]]:
     return out
 
 
-def _edt(mask: np.ndarray) -> np.ndarray:
-    """Distance to the nearest pixel outside mask, the image border counting as outside."""
-    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-
-
 def stroke(mask: np.ndarray) -> np.ndarray:
     """A straight scribble [3, 2] (x, y): along the mask's main axis through its most interior
     pixel, as far as it stays well inside (a user draws away from the edges)."""
-    dt = _edt(mask)
+    dt = border_distance(mask)
     cy, cx = np.unravel_index(np.argmax(dt), dt.shape)
     ys, xs = np.nonzero(mask)
     pts = np.stack([xs, ys], 1).astype(float)

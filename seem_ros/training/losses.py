@@ -25,8 +25,7 @@ def pairwise_mask_cost(logits: Tensor, targets: Tensor) -> Tensor:
 @torch.no_grad()
 def hungarian(cost: Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """(query indices, target indices) minimising the total cost [Q, T]."""
-    q, t = linear_sum_assignment(cost.float().cpu().numpy())
-    return q, t
+    return hungarian_all([cost])[0]
 
 
 @torch.no_grad()
