@@ -138,14 +138,16 @@ class SeemNode(LifecycleNode):
         if p is not None and self.device_name.startswith("cuda"):
             p.predictor.model.to(p.predictor.device)
         image_topic = ("image/compressed", CompressedImage) if self._param("compressed") else ("image", Image)
+        # The executor serves ready subscriptions in creation order: prompts, depth and
+        # camera_info that arrived with a frame are taken before it, so they apply to that frame.
         self._subs = [
-            self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS),
-            self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS),
-            self.create_subscription(CameraInfo, "camera_info", self._on_info, SENSOR_QOS),
             self.create_subscription(String, "prompt/text", self._on_text, PROMPT_QOS),
             self.create_subscription(Point, "prompt/point", self._on_pixel_point, PROMPT_QOS),
             self.create_subscription(PointStamped, "clicked_point", self._on_clicked_point, PROMPT_QOS),
             self.create_subscription(Prompt, "prompt", self._on_prompt, PROMPT_QOS),
+            self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS),
+            self.create_subscription(CameraInfo, "camera_info", self._on_info, SENSOR_QOS),
+            self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS),
         ]
         self._running = True
         self._worker = threading.Thread(target=self._work, name="seem_worker", daemon=True)
