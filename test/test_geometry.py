@@ -216,3 +216,13 @@ def test_sim_imperfect_masks(sim_frames, name, fn):
     res = pose_errors(SIM_SEEDS, fn, frames=sim_frames)
     assert res["failures"] == 0
     assert np.median(res["errors"]) <= 0.01, (name, res["summary"]["all"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
+def test_pose_quantiles_equal_numpy(n):
+    from seem_ros.geometry.pose import _median, _quantiles
+    x = np.random.default_rng(n).normal(size=(n, 3))
+    for qs in ([0.5], [0.005, 0.995], [0.01], [0.995], [0.0, 1.0]):
+        np.testing.assert_allclose(_quantiles(x, qs), np.quantile(x, qs, axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(_quantiles(x[:, 1], qs), np.quantile(x[:, 1], qs), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_median(x), np.median(x, axis=0), rtol=0, atol=1e-12)

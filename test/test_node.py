@@ -204,6 +204,29 @@ def test_outputs_keep_the_image_header_and_size(clean):
     assert c.label_maps and c.label_maps[-1].names[0] == "unlabeled"
 
 
+def test_diagnostics_report_rates_latency_and_device(clean):
+    c = clean
+    frame = render()
+    for _ in range(2):
+        c.wait_output(c.send_frame(frame), keys=("objects",))
+
+    def report():
+        for st in reversed(c.diag):
+            v = {kv.key: kv.value for kv in st.values}
+            if int(v.get("frames", "0")) >= 2:
+                return v
+        return None
+    c.h.spin_until(lambda: report() is not None, timeout=30, what="diagnostics after two frames")
+    v = report()
+    assert v["state"] == "active" and v["device"].split(":")[0] in ("cpu", "cuda"), v
+    assert float(v["input_rate_hz"]) > 0 and float(v["model_ms"]) > 0, v
+    assert int(v["dropped_frames"]) >= 0, v
+    # Test stamps are not this machine's clock: latency and overhead are numbers, not meaningful ones.
+    for k in ("latency_ms", "overhead_ms", "transport_ms", "wait_ms", "processing_ms"):
+        float(v[k])
+    assert float(v["processing_ms"]) >= float(v["model_ms"]), v
+
+
 def test_parameters_change_at_runtime(clean):
     """set_parameters answers (it did not when the node hid rclpy's service list): a dynamic
     parameter takes effect (the vocabulary republishes ~/label_map), a configure-time one and an

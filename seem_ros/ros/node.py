@@ -45,6 +45,7 @@ from . import prompt_messages as pm
 from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_to_depth,
                           image_to_rgb, labels_to_image, rgb_to_image)
 from .result_messages import label_map_msg, markers_msg, objects_msg, poses_msg
+from .process_tuning import tune_process
 
 NODE_NAME = "seem_node"
 DEPTH_WAIT_S = 0.05   # longest wait for the depth image of a colour frame
@@ -401,11 +402,9 @@ class SeemNode(LifecycleNode):
             res = per.process(FrameInput(rgb, stamp, depth, K), requests)
         for e in res.errors:
             self.error(e)
-        t1 = time.perf_counter()
-        self._publish(res, msg.header, rgb)
+        t_objects = self._publish(res, msg.header, rgb)
         t2 = time.perf_counter()
-        now = self.get_clock().now().nanoseconds * 1e-9
-        self._stats.done(now - stamp if stamp > 0 else float("nan"), res.timings["model"],
+        self._stats.done(t_objects - stamp if stamp > 0 else float("nan"), res.timings["model"],
                          1000 * (t2 - t0), 1000 * (picked - received),
                          1000 * (received - stamp) if stamp > 0 else float("nan"))
 
@@ -488,14 +487,16 @@ class SeemNode(LifecycleNode):
         return R @ xyz + np.array([tr.x, tr.y, tr.z])
 
     # ------------------------------------------------------------------ outputs
-    def _publish(self, res, header: Header, rgb) -> None:
-        """Each output is built only while someone subscribes (images cost milliseconds each)."""
+    def _publish(self, res, header: Header, rgb) -> float:
+        """Each output is built only while someone subscribes (images cost milliseconds each).
+        Returns the wall time at which ~/objects went out."""
         p = self._pubs
         if not p:
-            return
+            return time.time()
         wanted = lambda k: p[k].get_subscription_count() > 0
         # ~/objects first: it is what grasping waits for; the images take milliseconds each.
         p["objects"].publish(objects_msg(res, header))
+        t_objects = time.time()
         if wanted("instances"):
             p["instances"].publish(labels_to_image(res.instances, header, "16UC1"))
         if wanted("semantic"):
@@ -508,6 +509,7 @@ class SeemNode(LifecycleNode):
             p["markers"].publish(markers_msg(res, header))
         if wanted("overlay"):
             p["overlay"].publish(rgb_to_image(draw_overlay(rgb, res.objects), header))
+        return t_objects
 
     def _publish_label_map(self) -> None:
         if "label_map" in self._pubs and self.perception is not None:
@@ -557,15 +559,20 @@ class _Stats:
         self.node_ms: deque = deque(maxlen=50)
         self.wait_ms: deque = deque(maxlen=50)
         self.transport_ms: deque = deque(maxlen=50)
+        self.overhead_ms: deque = deque(maxlen=50)
         self.dropped = 0
 
     def done(self, latency_s, model_ms, total_ms, wait_ms, transport_ms) -> None:
+        """latency_s: image stamp -> ~/objects published; total_ms: frame taken -> all published."""
         self.processed.append(time.monotonic())
         self.latency.append(latency_s * 1000)
         self.model_ms.append(model_ms)
         self.node_ms.append(total_ms)
         self.wait_ms.append(wait_ms)
         self.transport_ms.append(transport_ms)
+        # Per frame, so that the model's frame-to-frame spread does not enter it (a difference of
+        # two medians would carry it).
+        self.overhead_ms.append(latency_s * 1000 - model_ms)
 
     @staticmethod
     def _rate(ts) -> float:
@@ -582,6 +589,9 @@ class _Stats:
                 # stamp -> callback (transport, meaningful when stamps are this machine's clock)
                 # and callback -> worker (waiting for the previous frame to finish)
                 "transport_ms": med(self.transport_ms), "wait_ms": med(self.wait_ms),
+                # stamp -> ~/objects published, minus the model: all that the transport in and the
+                # node add
+                "overhead_ms": med(self.overhead_ms),
                 "frames": str(len(self.processed))}
 
 
@@ -598,9 +608,7 @@ def _quat_to_R(x, y, z, w) -> np.ndarray:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    # The executor thread holds the GIL through its Python bookkeeping after each callback; with
-    # the default 5 ms switch interval the woken worker can wait that long for a new frame.
-    sys.setswitchinterval(0.0005)
+    tune_process()
     rclpy.init(args=argv)
     node = SeemNode()
     code = 0

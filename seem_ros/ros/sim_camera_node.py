@@ -54,6 +54,7 @@ from std_msgs.msg import Header, String
 from seem_ros import sim
 from seem_ros.ros.conversions import (camera_info_to_msg, depth_to_image, labels_to_image,
                                       rgb_to_image)
+from seem_ros.ros.process_tuning import tune_process
 
 DEFAULT_FRAME_ID = "sim_camera_color_optical_frame"
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
@@ -236,6 +237,7 @@ class SimCameraNode(Node):
 
 
 def main(args=None) -> int:
+    tune_process()           # our frames are 0.3-3 MB each: see process_tuning
     rclpy.init(args=args)
     node = None
     rc = 0
