@@ -1,7 +1,7 @@
 """End-to-end benchmark of seem_node (not a test): latency from image stamp to ~/objects received,
 throughput, and the node's own overhead (end-to-end minus the model's time in the same frames).
 
-    python -m seem_ros.benchmarks.node_bench [--sizes 640x480 1280x720] [--frames 20]
+    python -m seem_ros.benchmarks.node_bench [--sizes 640x480 1280x720] [--frames 50]
 
 The node runs as its own process (console script, bundled model, one text-prompted object being
 tracked, depth + camera_info so poses are computed); this process publishes frames of the
@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"])
-    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=50,
+                    help="timed frames; the node's /diagnostics medians cover its last 50, so 50 or more "
+                         "makes both sides' medians those of the same frames")
     ap.add_argument("--throughput-s", type=float, default=10.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--depth-encoding", default="16UC1", choices=["16UC1", "32FC1"],
@@ -136,13 +138,14 @@ def main(argv=None) -> int:
             for _ in range(3):               # warm-up (and the prompt applied)
                 k, t = send()
                 spin_until(lambda: k in got, 120)
-            lat, model = [], []
+            lat = []
             for _ in range(a.frames):
                 k, t = send()
                 spin_until(lambda: k in got, 120)
                 lat.append(1000 * (got[k] - t))
                 ex.spin_once(timeout_sec=0.0)
-            # The node's medians cover its last 50 frames: the ones just timed.
+            # The node's medians cover its last 50 frames: compare with the same ones here.
+            lat = lat[-50:]
             t_end = time.time() + 1.5
             while time.time() < t_end:
                 ex.spin_once(timeout_sec=0.05)
