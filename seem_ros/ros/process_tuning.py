@@ -15,9 +15,9 @@ def tune_process(mmap_threshold: int = 32 << 20, trim_threshold: int = 128 << 20
 
     Why the allocator: every received image, its copies in the DDS and rclpy layers and our
     per-frame arrays are 0.3-3 MB. glibc serves such blocks with a fresh mmap and returns them on
-    free, so each frame pays page faults on zeroed pages: measured here, 640x480 rgb8 from one
-    Python process to another took 5.2-5.7 ms one way; with these settings in the receiver 3.2 ms
-    (2.5 ms in both). The heap keeps at most `trim_threshold` of free memory before returning it.
+    free, so each frame pays page faults on zeroed pages: 640x480 rgb8 from one Python process to
+    another, 4.9 ms one way, 2.9 ms with these settings in the receiver (benchmarks/transport_bench).
+    The heap keeps at most `trim_threshold` of free memory before returning it (+10 MB measured).
     Why the switch interval: the executor thread holds the GIL through its bookkeeping after each
     callback; with the default 5 ms the woken worker can wait that long for a new frame."""
     sys.setswitchinterval(0.0005)
