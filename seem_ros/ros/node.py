@@ -404,7 +404,9 @@ class SeemNode(LifecycleNode):
             self.error(e)
         t_objects = self._publish(res, msg.header, rgb)
         t2 = time.perf_counter()
-        self._stats.done(t_objects - stamp if stamp > 0 else float("nan"), res.timings["model"],
+        # On the node's clock (sim time when a bag or simulator drives it), at ~/objects' publish.
+        now = self.get_clock().now().nanoseconds * 1e-9 - (time.time() - t_objects)
+        self._stats.done(now - stamp if stamp > 0 else float("nan"), res.timings["model"],
                          1000 * (t2 - t0), 1000 * (picked - received),
                          1000 * (received - stamp) if stamp > 0 else float("nan"))
 
