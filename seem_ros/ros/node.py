@@ -404,9 +404,7 @@ class SeemNode(LifecycleNode):
             self.error(e)
         t_objects = self._publish(res, msg.header, rgb)
         t2 = time.perf_counter()
-        # On the node's clock (sim time when a bag or simulator drives it), at ~/objects' publish.
-        now = self.get_clock().now().nanoseconds * 1e-9 - (time.time() - t_objects)
-        self._stats.done(now - stamp if stamp > 0 else float("nan"), res.timings["model"],
+        self._stats.done(t_objects - stamp if stamp > 0 else float("nan"), res.timings["model"],
                          1000 * (t2 - t0), 1000 * (picked - received),
                          1000 * (received - stamp) if stamp > 0 else float("nan"))
 
@@ -491,14 +489,15 @@ class SeemNode(LifecycleNode):
     # ------------------------------------------------------------------ outputs
     def _publish(self, res, header: Header, rgb) -> float:
         """Each output is built only while someone subscribes (images cost milliseconds each).
-        Returns the wall time at which ~/objects went out."""
+        Returns when ~/objects went out, on the node's clock (sim time under a bag or simulator)."""
         p = self._pubs
+        now = lambda: self.get_clock().now().nanoseconds * 1e-9
         if not p:
-            return time.time()
+            return now()
         wanted = lambda k: p[k].get_subscription_count() > 0
         # ~/objects first: it is what grasping waits for; the images take milliseconds each.
         p["objects"].publish(objects_msg(res, header))
-        t_objects = time.time()
+        t_objects = now()
         if wanted("instances"):
             p["instances"].publish(labels_to_image(res.instances, header, "16UC1"))
         if wanted("semantic"):
