@@ -283,6 +283,32 @@ def test_region_at_the_image_border_needs_a_clearer_appearance_winner():
     assert set(tr._reacquire(lost, [region(W - 20, 40)], taken, emb, 1.2)) == {1}
 
 
+def test_look_alikes_coming_back_go_to_the_one_that_left_there():
+    """Two lost objects that look the same to the model (same colour, shapes it cannot tell
+    apart): a region coming back where the second one left goes to it, even when the first
+    one's appearance is a little closer; without the position term it went to the first."""
+    from seem_ros.tracking.tracker import LOST, _Candidate, _Object
+    pred = FakePredictor()
+    emb = pred.set_image(draw({2: (40, 60, 20, 20)}))
+
+    def lost_object(oid, box):
+        return _Object(oid, click(draw({2: (40, 60, 20, 20)}), 2), "", 0.0, state=LOST,
+                       anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=np.array(box, float),
+                       box_stamp=0.9, lost_since=1.0)
+
+    m = np.zeros((H, W), bool)
+    m[60:80, 40:60] = True
+    back = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+    lost = [lost_object(1, [40, 8, 60, 28]), lost_object(2, [40, 58, 60, 78])]
+    sims = {1: 0.97, 2: 0.93}
+    taken = np.zeros((H, W), bool)
+    for weight, owner in ((0.0, 1), (2.0, 2)):
+        tr = ObjectTracker(pred, position_weight=weight)
+        tr._similarity = lambda o, app, e: sims[o.id]
+        assert set(tr._reacquire(lost, [back], taken, emb, 3.0)) == {owner}
+    assert ObjectTracker(pred).position_weight == 2.0          # the default
+
+
 def test_text_and_reference_prompts_and_refind_by_phrase():
     pred = FakePredictor()
     tr = ObjectTracker(pred)
@@ -483,3 +509,16 @@ def test_reacquisition():
     assert metrics.reacquisition(present, correct, window=5) == (2, 1)
     assert metrics.reacquisition(present, correct, window=1) == (2, 0)
     assert metrics.reacquisition([True] * 4, [True] * 4) == (0, 0)
+
+
+def test_evaluation_table_splits_misses_from_mask_quality():
+    from seem_ros.tracking.evaluate import KindStats, table
+    a = KindStats(objects=1, object_frames=10, j=[0.5], f=[0.6], visible_frames=8, visible_missed=2,
+                  j_shown=[0.9, 0.7])
+    b = KindStats(objects=1, object_frames=10, j=[0.7], f=[0.8], visible_frames=2, visible_missed=0, j_shown=[0.2])
+    assert a.row()["missed"] == pytest.approx(0.25) and a.row()["J_shown"] == pytest.approx(0.8)
+    rows = {line.split("|")[1].strip(): line for line in table({"point": a, "box": b}).splitlines()[2:]}
+    cells = [c.strip() for c in rows["**all**"].split("|")[1:-1]]
+    assert cells[-2] == "0.200 (2/10)"                    # pooled over the kinds' frames
+    assert cells[-1] == "0.600"                           # mean over all shown frames
+    assert cells[3] == "0.600"                            # J: mean over objects

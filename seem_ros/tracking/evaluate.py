@@ -23,6 +23,9 @@ tracker per prompt kind, all on the same image encodings. Then it is tracked to 
   frames;
 - false positives while lost: fraction of the frames where the object is completely out of
   view or hidden in which its track still outputs a mask.
+- missed while visible: fraction of the frames where the object shows >= min_px pixels and its
+  track outputs no mask (reported lost), and J when shown: J over the visible frames where it
+  does; together they say whether J is lost to lost/found decisions or to mask quality.
 
 Prints a markdown table (and optionally writes JSON)."""
 from __future__ import annotations
@@ -85,6 +88,9 @@ class KindStats:
     absent_frames: int = 0
     absent_fp: int = 0
     failed_prompts: int = 0
+    visible_frames: int = 0                             # frames the object shows >= min_px pixels
+    visible_missed: int = 0                             # ... and its track outputs no mask
+    j_shown: List[float] = field(default_factory=list)  # J on visible frames with a mask, per frame
 
     def row(self) -> Dict[str, Optional[float]]:
         J = float(np.mean(self.j)) if self.j else None
@@ -94,7 +100,9 @@ class KindStats:
                 "id_switches_per_1000": metrics.rate(1000 * self.switches, self.object_frames),
                 "id_switches": self.switches,
                 "reacquisition": metrics.rate(self.reacq_ok, self.reacq_events), "reacq_events": self.reacq_events,
-                "fp_while_lost": metrics.rate(self.absent_fp, self.absent_frames), "absent_frames": self.absent_frames}
+                "fp_while_lost": metrics.rate(self.absent_fp, self.absent_frames), "absent_frames": self.absent_frames,
+                "missed": metrics.rate(self.visible_missed, self.visible_frames), "visible_frames": self.visible_frames,
+                "J_shown": float(np.mean(self.j_shown)) if self.j_shown else None}
 
 
 def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width: int, height: int,
@@ -165,6 +173,12 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
                 if 0 < npx < min_px:
                     continue
                 js.append(metrics.region_similarity(pred, gt))
+                if npx >= min_px:
+                    st.visible_frames += 1
+                    if pm is None:
+                        st.visible_missed += 1
+                    else:
+                        st.j_shown.append(js[-1])
                 fs.append(metrics.boundary_f(pred, gt))
             st.objects += 1
             st.object_frames += n_frames - s - 1
@@ -179,14 +193,18 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
     return stats
 
 
+_COUNTS = ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames", "absent_fp",
+           "visible_frames", "visible_missed")
+
+
 def merge(into: Dict[str, KindStats], part: Dict[str, KindStats]) -> None:
     for k, st in part.items():
         t = into.setdefault(k, KindStats())
-        for name in ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames",
-                     "absent_fp", "failed_prompts"):
+        for name in _COUNTS + ("failed_prompts",):
             setattr(t, name, getattr(t, name) + getattr(st, name))
         t.j += st.j
         t.f += st.f
+        t.j_shown += st.j_shown
 
 
 _WORKER: dict = {}
@@ -205,25 +223,24 @@ def _work(job):
 
 def table(stats: Dict[str, KindStats]) -> str:
     fmt = lambda v, p=3: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))
-    lines = ["| prompt | objects | object-frames | J | F | J&F | ID switches / 1000 obj-frames | re-acquisition | FP while lost |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    allst = KindStats()
-    for k, st in stats.items():
+
+    def line(name: str, st: KindStats) -> str:
         r = st.row()
-        lines.append(f"| {k} | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
-                     f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
-                     f"{fmt(r['reacquisition'], 2)} ({st.reacq_ok}/{st.reacq_events}) | "
-                     f"{fmt(r['fp_while_lost'], 3)} ({st.absent_fp}/{st.absent_frames}) |")
-        for name in ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames", "absent_fp"):
-            setattr(allst, name, getattr(allst, name) + getattr(st, name))
-        allst.j += st.j
-        allst.f += st.f
+        return (f"| {name} | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
+                f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
+                f"{fmt(r['reacquisition'], 2)} ({st.reacq_ok}/{st.reacq_events}) | "
+                f"{fmt(r['fp_while_lost'], 3)} ({st.absent_fp}/{st.absent_frames}) | "
+                f"{fmt(r['missed'], 3)} ({st.visible_missed}/{st.visible_frames}) | {fmt(r['J_shown'])} |")
+
+    lines = ["| prompt | objects | object-frames | J | F | J&F | ID switches / 1000 obj-frames | re-acquisition "
+             "| FP while lost | missed while visible | J when shown |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [line(k, st) for k, st in stats.items()]
     if len(stats) > 1:
-        r = allst.row()
-        lines.append(f"| **all** | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
-                     f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
-                     f"{fmt(r['reacquisition'], 2)} ({allst.reacq_ok}/{allst.reacq_events}) | "
-                     f"{fmt(r['fp_while_lost'], 3)} ({allst.absent_fp}/{allst.absent_frames}) |")
+        allst = KindStats()
+        for st in stats.values():
+            merge({"all": allst}, {"all": st})
+        lines.append(line("**all**", allst))
     return "\n".join(lines)
 
 
