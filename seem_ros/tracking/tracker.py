@@ -17,7 +17,8 @@ encodes the image once (predictor.set_image); update() then runs ONE decoder pas
 - found: lost objects are searched for in the same pass (their first + last mask tokens, text
   objects also by their phrase); the regions found are assigned jointly to the lost objects by
   appearance, gated by where each could be now (last box moved on at its last image velocity,
-  a reach growing with time lost), ambiguous regions are left for a later frame; a found object
+  a reach growing with time lost) and discounted by the distance from there (same-coloured
+  objects tie on appearance), ambiguous regions are left for a later frame; a found object
   keeps its old id;
 - dropped: lost for longer than lost_timeout_s;
 - output masks never overlap: a contested pixel goes to the object with the highest
