@@ -166,6 +166,26 @@ def test_stable_ids_lost_and_reacquired_with_old_id():
         assert tracks[1].age_frames == i
 
 
+def test_growth_is_measured_against_the_objects_own_mask_not_what_overlaps_left_it():
+    """An object whose last output was cut down by a neighbour's claim on its pixels is not
+    "grown suspiciously" when its own mask comes back whole; with no record of its own mask
+    the same frame makes it lost (the max_growth rule is what is being tested)."""
+    pred = FakePredictor()
+    img = draw({1: (20, 20, 30, 30)})
+    states = []
+    for own in (900, 0):
+        tr = ObjectTracker(pred)
+        emb = pred.set_image(img)
+        t = tr.add(click(img, 1), emb, 0.0)
+        o = tr._get(t.id)
+        o.mask = ids_of(img) == 1
+        o.mask[25:, :] = False                          # a neighbour took all but 5 rows (150 px)
+        o.area, o.own_area = int(o.mask.sum()), own
+        assert o.area == 150
+        states.append(tr.update(pred.set_image(img), 0.1)[0].state)
+    assert states == ["tracked", "lost"]
+
+
 def test_lost_object_is_not_segmented_elsewhere_and_dropped_after_timeout():
     pred = FakePredictor()
     tr = ObjectTracker(pred, lost_timeout_s=0.25)

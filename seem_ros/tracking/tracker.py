@@ -80,6 +80,7 @@ class _Object:
     logits: Optional[Tensor] = None             # its low-res logits [h, w] (refinement memory)
     score: float = 0.0
     area: int = 0
+    own_area: int = 0                           # its last mask before other objects took their pixels
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
     ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
@@ -132,7 +133,11 @@ class ObjectTracker:
         by appearance); all decoded in the same pass as the tracked objects.
     components: keep only the connected parts of a mask that touch the prompt / previous mask
         (the model sometimes covers a second, similar-looking object too).
-    max_growth: a propagated mask more than this many times the previous area is a leak.
+    max_growth: a propagated mask more than this many times the previous area is a leak (the
+        previous area before other objects took their overlapping pixels: what the object's own
+        mask was; measured with the stage-8 weights, held-out J&F 0.766 -> 0.769 and 0.799 ->
+        0.804, identity switches 26 -> 26 and 24 -> 20, visible frames without a mask 12.4 % -> 11.4 %
+        and 9.4 % -> 9.3 %).
     reach, reach_rate: a lost object may come back only within reach + reach_rate * (seconds
         lost) image diagonals of the path from where it was last seen along its last image
         velocity (objects and cameras move continuously; it stops a look-alike elsewhere in the
@@ -541,7 +546,7 @@ class ObjectTracker:
                 m = _keep_near(m, _grow(_fit(o.mask, (H, W)), margin))
             self._finish(prop, m, emb, o)
             ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
-                  and prop.area <= self.max_growth * max(o.area, minpx))
+                  and prop.area <= self.max_growth * max(o.area, o.own_area, minpx))
             text = next((c for c in cs if c.source == "text"), None)
             if text is not None:
                 self._finish(text, _best_component(text.mask, text.prob) if self.components else text.mask, emb, o)
@@ -587,6 +592,7 @@ class ObjectTracker:
                 o.velocity = np.zeros(2)
             o.box, o.box_stamp = box, stamp
             o.mask, o.score, o.area = m, c.score, int(m.sum())
+            o.own_area = int(c.mask.sum())
             o.logits = self._clean_logits(c.logits, m, emb)
             if o.anchor is None:
                 o.anchor = c.appearance
