@@ -189,8 +189,8 @@ def _run_script(a, node_proc, start_camera):
     while time.time() < t_end and node_proc.poll() is None:
         rclpy.spin_once(n, timeout_sec=0.05)
         ready = [s for s in rec.gt if s in rec.gt_inst]
-        if not ready:
-            continue
+        if not ready or not rec.objs:
+            continue                      # the node drops prompts sent before it has an image
         s = max(ready)
         d = rec.gt[s]
         if first is None:
