@@ -153,3 +153,24 @@ def test_wrong_image_rejected(pred):
         pred.set_image(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError):
         pred.set_image(np.zeros((10, 10, 3), np.float32))
+
+
+def test_read_only_image_buffer_is_encoded_without_warnings():
+    """Images from ROS messages are read-only buffers; encoding one must not print torch's
+    non-writable-array warning into the node's log. In a fresh process: torch shows that
+    warning once per process, so another test may already have used it up here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = (
+        "import warnings, numpy as np\n"
+        "warnings.simplefilter('error')\n"
+        "from model_fixtures import predictor, scene\n"
+        "p = predictor('tiny', short_side=128)\n"
+        "img = np.frombuffer(scene(120, 160).tobytes(), np.uint8).reshape(120, 160, 3)\n"
+        "assert not img.flags.writeable\n"
+        "emb = p.set_image(img)\n"
+        "print('ok', emb.orig_size)\n")
+    here = Path(__file__).resolve().parent
+    r = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok (120, 160)" in r.stdout, r.stderr[-2000:]
