@@ -5,7 +5,6 @@ and keeps the result; every `predict_*` call runs only the prompt decoder. Resul
 original image resolution."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -87,12 +86,10 @@ class SeemPredictor:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         h, w = image.shape[:2]
         ih, iw = self.input_size(h, w)
-        with warnings.catch_warnings():
-            # A ROS message's pixels are a read-only buffer; they are only read here (.float()
-            # copies), so torch's warning about writing to them does not apply.
-            warnings.simplefilter("ignore", UserWarning)
-            x = torch.from_numpy(np.ascontiguousarray(image))
-        x = x.to(self.device).permute(2, 0, 1)[None].float()
+        # A ROS message's pixels are a read-only buffer, which torch warns about; copying it
+        # (33 us at 640x480, next to 240 us for .float()) is thread-safe, unlike muting warnings.
+        image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
         if (ih, iw) != (h, w):
             # Bicubic with antialias, rounded to uint8 levels like the official PIL resize.
             x = F.interpolate(x, size=(ih, iw), mode="bicubic", antialias=True, align_corners=False)

@@ -34,7 +34,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -91,6 +91,11 @@ class KindStats:
     visible_frames: int = 0                             # frames the object shows >= min_px pixels
     visible_missed: int = 0                             # ... and its track outputs no mask
     j_shown: List[float] = field(default_factory=list)  # J on visible frames with a mask, per frame
+
+    def add(self, other: "KindStats") -> None:
+        """Pool another's objects and frames into this one (counts add, per-object lists join)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def row(self) -> Dict[str, Optional[float]]:
         J = float(np.mean(self.j)) if self.j else None
@@ -193,18 +198,9 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
     return stats
 
 
-_COUNTS = ("objects", "object_frames", "switches", "reacq_events", "reacq_ok", "absent_frames", "absent_fp",
-           "visible_frames", "visible_missed")
-
-
 def merge(into: Dict[str, KindStats], part: Dict[str, KindStats]) -> None:
     for k, st in part.items():
-        t = into.setdefault(k, KindStats())
-        for name in _COUNTS + ("failed_prompts",):
-            setattr(t, name, getattr(t, name) + getattr(st, name))
-        t.j += st.j
-        t.f += st.f
-        t.j_shown += st.j_shown
+        into.setdefault(k, KindStats()).add(st)
 
 
 _WORKER: dict = {}
@@ -239,7 +235,7 @@ def table(stats: Dict[str, KindStats]) -> str:
     if len(stats) > 1:
         allst = KindStats()
         for st in stats.values():
-            merge({"all": allst}, {"all": st})
+            allst.add(st)
         lines.append(line("**all**", allst))
     return "\n".join(lines)
 

@@ -80,7 +80,7 @@ class _Object:
     logits: Optional[Tensor] = None             # its low-res logits [h, w] (refinement memory)
     score: float = 0.0
     area: int = 0
-    own_area: int = 0                           # its last mask before other objects took their pixels
+    own_area: int = 0                           # its last mask before other objects took their pixels (>= area)
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
     ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
@@ -347,7 +347,7 @@ class ObjectTracker:
             obj.state, obj.mask, obj.lost_since = LOST, None, stamp
             return
         app = self._appearance(mask[None], seg.embeddings[:1], emb)[0]
-        obj.state, obj.mask, obj.lost_since, obj.area = TRACKED, mask, None, area
+        obj.state, obj.mask, obj.lost_since, obj.area, obj.own_area = TRACKED, mask, None, area, area
         obj.box, obj.box_stamp = _box(mask), stamp
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
         obj.anchor = app if obj.anchor is None else obj.anchor
@@ -546,7 +546,7 @@ class ObjectTracker:
                 m = _keep_near(m, _grow(_fit(o.mask, (H, W)), margin))
             self._finish(prop, m, emb, o)
             ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
-                  and prop.area <= self.max_growth * max(o.area, o.own_area, minpx))
+                  and prop.area <= self.max_growth * max(o.own_area, minpx))
             text = next((c for c in cs if c.source == "text"), None)
             if text is not None:
                 self._finish(text, _best_component(text.mask, text.prob) if self.components else text.mask, emb, o)
