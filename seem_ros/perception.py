@@ -16,7 +16,7 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry.pose import estimate_pose
+from .geometry.pose import estimate_pose, mask_box
 from .inference.predictor import ImageEmbedding, SeemPredictor
 from .inference.prompts import PromptError, VisualPrompt
 from .tracking import ObjectPrompt, ObjectTracker, Track
@@ -92,7 +92,7 @@ class FrameResult:
 class FrameInput:
     rgb: np.ndarray                        # [H, W, 3] uint8
     stamp: float
-    depth: Optional[np.ndarray] = None     # [H, W] float32 metres, NaN = no reading
+    depth: Optional[object] = None         # [H, W] float32 metres (NaN = no reading) or a DepthImage
     K: Optional[np.ndarray] = None         # [3, 3] of this image's size
 
 
@@ -161,6 +161,14 @@ class Perception:
 
     # ------------------------------------------------------------------ one frame
     def process(self, frame: FrameInput, prompts: Sequence[PromptRequest] = ()) -> FrameResult:
+        """segment, then locate with the frame's depth and K."""
+        res = self.segment(frame, prompts)
+        self.locate(res, frame.depth, frame.K)
+        return res
+
+    def segment(self, frame: FrameInput, prompts: Sequence[PromptRequest] = ()) -> FrameResult:
+        """Prompts applied, objects tracked, label images painted; no poses (frame.depth is not
+        read: a node can run this while the frame's depth is still on its way)."""
         t0 = time.perf_counter()
         emb = self.predictor.set_image(frame.rgb)
         self.history.append((frame.stamp, emb))
@@ -188,15 +196,21 @@ class Perception:
         if self.mode == "panoptic" and self.vocabulary:
             objects += self._panoptic(emb, instances, semantic, confidence, frame.stamp)
         t3 = time.perf_counter()
-        if frame.depth is not None and frame.K is not None:
-            for o in objects:
-                if o.tracked and o.mask is not None:
-                    o.pose = estimate_pose(frame.depth, frame.K, o.mask, min_points=self.min_pose_points)
-        t4 = time.perf_counter()
         ms = lambda a, b: 1000 * (b - a)
         return FrameResult(frame.stamp, instances, semantic, confidence, objects, errors,
                            {"encode": ms(t0, t1), "decode": ms(t1, t2), "panoptic": ms(t2, t3),
-                            "pose": ms(t3, t4), "model": ms(t0, t3), "total": ms(t0, t4)})
+                            "model": ms(t0, t3), "pose": 0.0, "total": ms(t0, t3)})
+
+    def locate(self, res: FrameResult, depth, K) -> None:
+        """Poses of res's tracked objects from depth ([H,W] metres or a DepthImage) and K; no-op
+        when either is missing."""
+        t0 = time.perf_counter()
+        if depth is not None and K is not None:
+            for o in res.objects:
+                if o.tracked and o.mask is not None:
+                    o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box)
+        res.timings["pose"] = 1000 * (time.perf_counter() - t0)
+        res.timings["total"] += res.timings["pose"]
 
     def apply(self, p: PromptRequest, stamp: float, emb: ImageEmbedding) -> None:
         """One prompt on the frame it refers to (the newest, or the one nearest its stamp)."""
@@ -321,15 +335,6 @@ class Perception:
         if self._next_panoptic >= 65535:
             self._next_panoptic = PANOPTIC_ID_BASE + 1
         return self._next_panoptic
-
-
-def mask_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
-    """x_min, y_min, x_max, y_max with exclusive max (see msg/Box2D.msg)."""
-    ys = np.flatnonzero(mask.any(1))
-    xs = np.flatnonzero(mask.any(0))
-    if not len(ys):
-        return (0, 0, 0, 0)
-    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 
 def _resize_nearest(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -5,6 +5,7 @@ import pytest
 
 from seem_ros.geometry import (PinholeCamera, backproject, depth_to_metres, estimate_pose,
                                pixel_in_image, project, quat_from_R)
+from seem_ros.geometry.depth import DepthImage
 from seem_ros.geometry.evaluate import dilate, erode, pose_errors
 from seem_ros.sim import make_scene, render
 from seem_ros.sim.camera import R_from_quat, intrinsics
@@ -221,8 +222,48 @@ def test_sim_imperfect_masks(sim_frames, name, fn):
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
 def test_pose_quantiles_equal_numpy(n):
     from seem_ros.geometry.pose import _median, _quantiles
-    x = np.random.default_rng(n).normal(size=(n, 3))
+    x = np.random.default_rng(n).normal(size=(3, n))          # points as rows x, y, z
     for qs in ([0.5], [0.005, 0.995], [0.01], [0.995], [0.0, 1.0]):
-        np.testing.assert_allclose(_quantiles(x, qs), np.quantile(x, qs, axis=0), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(_quantiles(x[:, 1], qs), np.quantile(x[:, 1], qs), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(_median(x), np.median(x, axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(_quantiles(x, qs), np.quantile(x, qs, axis=1), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(_quantiles(x[1], qs), np.quantile(x[1], qs), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_median(x), np.median(x, axis=1), rtol=0, atol=1e-12)
+
+
+def test_depth_image_windows_equal_full_conversion():
+    rng = np.random.default_rng(3)
+    mm = rng.integers(0, 25000, (H, W)).astype(np.uint16)       # 0 and > 20 m: invalid
+    di = DepthImage(mm, "16UC1")
+    full = depth_to_metres(mm, "16UC1")
+    np.testing.assert_array_equal(di.metres(), full)
+    np.testing.assert_array_equal(di.metres(slice(7, 90, 3), slice(400, 633, 2)), full[7:90:3, 400:633:2])
+    assert di.shape == (H, W) and di.any_valid()
+    assert not DepthImage(np.zeros((4, 4), np.uint16), "16UC1").any_valid()
+    assert not DepthImage(np.full((4, 4), 30000, np.uint16), "16UC1").any_valid()    # all beyond 20 m
+    assert DepthImage(np.full((4, 4), 30000, np.uint16), "16UC1", max_range=np.inf).any_valid()
+    assert not DepthImage(np.zeros((4, 4), np.uint16), "16UC1", max_range=np.inf).any_valid()
+    f = np.array([[np.nan, -1.0], [0.0, np.inf]], np.float32)
+    assert not DepthImage(f, "32FC1").any_valid()
+    f[1, 0] = 0.5
+    assert DepthImage(f, "32FC1").any_valid()
+    with pytest.raises(ValueError, match="uint16"):
+        DepthImage(np.zeros((2, 2), np.float32), "16UC1")
+
+
+def test_pose_from_raw_depth_equals_pose_from_metres(sim_frames):
+    """The node hands estimate_pose the depth in its encoding (a DepthImage), and the box it
+    already has: the same pose, to the bit, as from the whole image in metres."""
+    from seem_ros.geometry.pose import mask_box
+    n = 0
+    for f in sim_frames[:3]:
+        mm = np.round(np.nan_to_num(f.depth, nan=0.0) * 1000).astype(np.uint16)
+        metres = depth_to_metres(mm, "16UC1")
+        for o in f.objects:
+            m = f.instance == o.id
+            if o.visible_pixels < 400:
+                continue
+            a = estimate_pose(metres, f.K, m)
+            b = estimate_pose(DepthImage(mm, "16UC1"), f.K, m, box=mask_box(m))
+            assert np.array_equal(a.position, b.position) and np.array_equal(a.quaternion, b.quaternion)
+            assert np.array_equal(a.size, b.size) and a.valid_points == b.valid_points
+            n += 1
+    assert n >= 5

@@ -38,6 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--depth-encoding", default="16UC1", choices=["16UC1", "32FC1"],
                     help="16UC1 millimetres is what RGB-D drivers (RealSense, Orbbec, Kinect) publish")
+    ap.add_argument("--order", nargs="+", default=["image-first", "depth-first"],
+                    choices=["image-first", "depth-first"],
+                    help="publish orders of one frame's colour, depth and camera_info to measure (all "
+                         "stamped just before the first publish); drivers publish the streams independently")
     ap.add_argument("--tuned-publisher", action="store_true",
                     help="give this (camera) process the node's allocator settings, as sim_camera has")
     a = ap.parse_args(argv)
@@ -119,62 +123,61 @@ def main(argv=None) -> int:
             frame = render(make_scene(5, w, h))
             rgb_msg, depth_msg = rgb_to_image(frame.rgb), depth_to_image(frame.depth, encoding=a.depth_encoding)
             info = camera_info_to_msg(frame.camera_info)
+            orders = {"image-first": [(rgb_msg, "image"), (depth_msg, "depth"), (info, "info")],
+                      "depth-first": [(depth_msg, "depth"), (info, "info"), (rgb_msg, "image")]}
 
-            def send():
+            def send(order):
                 now = time.time()
                 hd = Header(frame_id="bench_optical")
                 hd.stamp.sec, hd.stamp.nanosec = int(now), int((now % 1) * 1e9)
-                for m, key in ((depth_msg, "depth"), (info, "info")):
+                for m, key in orders[order]:
                     m.header = hd
                     pubs[key].publish(m)
-                rgb_msg.header = hd
-                pubs["image"].publish(rgb_msg)
                 return (hd.stamp.sec, hd.stamp.nanosec), now
 
             got.clear()
-            k, t = send()                    # first frame, then one tracked object
+            k, t = send(a.order[0])          # first frame, then one tracked object
             spin_until(lambda: k in got, 120)
             pubs["text"].publish(String(data="the " + max(frame.objects, key=lambda o: o.visible_pixels).phrase))
-            for _ in range(3):               # warm-up (and the prompt applied)
-                k, t = send()
-                spin_until(lambda: k in got, 120)
-            lat = []
-            for _ in range(a.frames):
-                k, t = send()
-                spin_until(lambda: k in got, 120)
-                lat.append(1000 * (got[k] - t))
-                ex.spin_once(timeout_sec=0.0)
-            # The node's medians cover its last 50 frames: compare with the same ones here.
-            lat = lat[-50:]
-            t_end = time.time() + 1.5
-            while time.time() < t_end:
-                ex.spin_once(timeout_sec=0.05)
-            dg = {k: float(diag.get(k, "nan")) for k in
-                  ("model_ms", "latency_ms", "overhead_ms", "transport_ms", "wait_ms")}
-            print(f"{size}: node diagnostics {diag}", flush=True)
-            # Throughput: 30 Hz for a while.
-            got.clear()
-            sent = 0
-            t0 = time.time()
-            next_t = t0
-            while time.time() - t0 < a.throughput_s:
-                if time.time() >= next_t:
-                    send()
-                    sent += 1
-                    next_t += 1 / 30
-                ex.spin_once(timeout_sec=0.002)
-            t_end = time.time() + 3
-            while time.time() < t_end:
-                ex.spin_once(timeout_sec=0.05)
-            fps = len(got) / a.throughput_s
-            med = float(np.median(lat))
-            # The node's overhead is per frame (its stamp -> ~/objects published minus that frame's
-            # model time); the way back is this side's latency minus the node's, both medians of
-            # the same frames and nearly equal.
-            back = med - dg["latency_ms"]
-            work = dg["overhead_ms"] - dg["transport_ms"] - dg["wait_ms"]
-            rows.append((size, med, float(np.percentile(lat, 90)), dg["model_ms"], dg["overhead_ms"] + back,
-                         dg["transport_ms"], dg["wait_ms"], work, back, fps))
+            for order in a.order:
+                for _ in range(3):           # warm-up (and the prompt applied)
+                    k, t = send(order)
+                    spin_until(lambda: k in got, 120)
+                lat = []
+                for _ in range(a.frames):
+                    k, t = send(order)
+                    spin_until(lambda: k in got, 120)
+                    lat.append(1000 * (got[k] - t))
+                    ex.spin_once(timeout_sec=0.0)
+                # The node's medians cover its last 50 frames: compare with the same ones here.
+                lat = lat[-50:]
+                t_end = time.time() + 1.5
+                while time.time() < t_end:
+                    ex.spin_once(timeout_sec=0.05)
+                dg = {k: float(diag.get(k, "nan")) for k in
+                      ("model_ms", "latency_ms", "overhead_ms", "transport_ms", "wait_ms")}
+                print(f"{size} {order}: node diagnostics {diag}", flush=True)
+                # Throughput: 30 Hz for a while.
+                got.clear()
+                t0 = time.time()
+                next_t = t0
+                while time.time() - t0 < a.throughput_s:
+                    if time.time() >= next_t:
+                        send(order)
+                        next_t += 1 / 30
+                    ex.spin_once(timeout_sec=0.002)
+                t_end = time.time() + 3
+                while time.time() < t_end:
+                    ex.spin_once(timeout_sec=0.05)
+                fps = len(got) / a.throughput_s
+                med = float(np.median(lat))
+                # The node's overhead is per frame (its stamp -> ~/objects published minus that
+                # frame's model time); the way back is this side's latency minus the node's, both
+                # medians of the same frames and nearly equal.
+                back = med - dg["latency_ms"]
+                work = dg["overhead_ms"] - dg["transport_ms"] - dg["wait_ms"]
+                rows.append((size, order, med, float(np.percentile(lat, 90)), dg["model_ms"],
+                             dg["overhead_ms"] + back, dg["transport_ms"], dg["wait_ms"], work, back, fps))
     finally:
         if node is not None:
             stop_node(node)
@@ -184,11 +187,11 @@ def main(argv=None) -> int:
     print(f"\nseem_node end to end, bundled model, 1 tracked object + poses ({a.depth_encoding} depth); "
           f"{os.cpu_count()} cores ({cpu}), device {diag.get('device', '?')}, publisher "
           f"{'tuned' if a.tuned_publisher else 'untuned'}\n")
-    print("| input | latency median (ms) | latency p90 (ms) | model (ms) | overhead = latency - model (ms) | "
+    print("| input | publish order | latency median (ms) | latency p90 (ms) | model (ms) | overhead = latency - model (ms) | "
           "transport in (ms) | hand-off (ms) | node work (ms) | way back (ms) | throughput at 30 Hz in (fps) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for size, med, p90, model_ms, over, tr, wait, work, back, fps in rows:
-        print(f"| {size} | {med:.0f} | {p90:.0f} | {model_ms:.0f} | {over:.1f} | {tr:.1f} | {wait:.1f} | "
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, order, med, p90, model_ms, over, tr, wait, work, back, fps in rows:
+        print(f"| {size} | {order} | {med:.0f} | {p90:.0f} | {model_ms:.0f} | {over:.1f} | {tr:.1f} | {wait:.1f} | "
               f"{work:.1f} | {back:.1f} | {fps:.1f} |")
     return 0
 

@@ -17,19 +17,49 @@ def depth_to_metres(depth, encoding: str, max_range: float = DEFAULT_MAX_RANGE,
     is accepted too and cast). Invalid, hence NaN: 0 (the ROS "no reading" value), negative, NaN,
     +-inf, <= min_range or > max_range. Anything else raises ValueError: silently reinterpreting
     millimetres as metres would put every object 1000x too far away."""
-    if encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported depth encoding {encoding!r}: expected one of "
-                         f"{sorted(_ENCODINGS)}")
-    d = np.asarray(depth)
-    want, scale = _ENCODINGS[encoding]
-    ok_dtype = d.dtype == want or (want is np.float32 and d.dtype == np.float64)
-    if not ok_dtype:
-        raise ValueError(f"depth encoding {encoding!r} needs a {np.dtype(want).name} array, "
-                         f"got {d.dtype}")
-    if d.ndim != 2:
-        raise ValueError(f"depth image must be 2-D [H,W], got shape {d.shape}")
-    out = d.astype(np.float32) * np.float32(scale) if scale != 1.0 else d.astype(np.float32, copy=True)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(out) | (out <= max(min_range, 0.0)) | (out > max_range)
-    out[bad] = np.nan
-    return out
+    return DepthImage(depth, encoding, max_range, min_range).metres()
+
+
+class DepthImage:
+    """A depth image kept in its ROS encoding and converted to metres a window at a time: a pose
+    reads only its object's box, and converting a whole 640x480 image costs 0.3-1 ms a frame.
+    Checked at construction (same errors as `depth_to_metres`); `raw` is not copied."""
+
+    def __init__(self, depth, encoding: str, max_range: float = DEFAULT_MAX_RANGE, min_range: float = 0.0):
+        if encoding not in _ENCODINGS:
+            raise ValueError(f"unsupported depth encoding {encoding!r}: expected one of "
+                             f"{sorted(_ENCODINGS)}")
+        d = np.asarray(depth)
+        want, scale = _ENCODINGS[encoding]
+        dt = d.dtype.newbyteorder("=")            # a big-endian view of a message is fine
+        if not (dt == want or (want is np.float32 and dt == np.float64)):
+            raise ValueError(f"depth encoding {encoding!r} needs a {np.dtype(want).name} array, "
+                             f"got {d.dtype}")
+        if d.ndim != 2:
+            raise ValueError(f"depth image must be 2-D [H,W], got shape {d.shape}")
+        self.raw, self.encoding, self.scale = d, encoding, scale
+        self.min_range, self.max_range = max(min_range, 0.0), max_range
+
+    @property
+    def shape(self):
+        return self.raw.shape
+
+    def metres(self, rows=slice(None), cols=slice(None)) -> np.ndarray:
+        """float32 metres of raw[rows, cols] (a new array), NaN where there is no valid reading."""
+        d = self.raw[rows, cols]
+        out = d.astype(np.float32) * np.float32(self.scale) if self.scale != 1.0 else d.astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(out) | (out <= self.min_range) | (out > self.max_range)
+        out[bad] = np.nan
+        return out
+
+    def any_valid(self) -> bool:
+        """Whether any pixel holds a valid reading, without converting the image."""
+        d = self.raw
+        if self.scale != 1.0:           # integer millimetres: finite by construction
+            lo, hi = self.min_range / self.scale, self.max_range / self.scale
+            if hi >= np.iinfo(d.dtype).max:      # one reduction, not two comparisons (0.3 ms at 640x480)
+                return bool(d.size) and bool(d.max() > lo)
+            return bool(((d > lo) & (d <= hi)).any())
+        with np.errstate(invalid="ignore"):
+            return bool(((d > self.min_range) & (d <= self.max_range)).any())

@@ -25,11 +25,12 @@ Axis convention (deterministic; a ROS user can rely on it):
   y = z cross x (right-handed); the quaternion (x, y, z, w) is unit length with w >= 0."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import backproject
+from .depth import DepthImage
 
 UP_OPTICAL = np.array([0.0, -1.0, 0.0])     # image "up" in the optical frame (y points down)
 MAX_POINTS = 4096
@@ -63,27 +64,19 @@ def quat_from_R(R) -> np.ndarray:
     return -q if q[3] < 0 else q
 
 
-def _jump_outliers(depth, mask, rel=0.03, abs_=0.01):
-    """Mask pixels lying far behind (z - min over 3x3 masked neighbours > abs_ + rel * z): a
-    background or table reading leaking into the mask edge. Object surfaces, even at grazing
-    angles, change much less than that between neighbouring pixels."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    z = np.where(mask[y0:y1, x0:x1], depth[y0:y1, x0:x1], np.inf).astype(np.float64)
-    z[~np.isfinite(z) | (z <= 0)] = np.inf
-    p = np.pad(z, 1, constant_values=np.inf)
+def _jump_outliers(z, rel=0.03, abs_=0.01):
+    """Pixels of z ([h,w] float64, inf = not the object's or no reading) lying far behind a
+    neighbour (z - min over the 3x3 neighbours > abs_ + rel * z): a background or table reading
+    leaking into the mask edge. Object surfaces, even at grazing angles, change much less than
+    that between neighbouring pixels."""
     h, w = z.shape
-    nmin = np.full_like(z, np.inf)
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            if dy == 1 and dx == 1:
-                continue
-            np.minimum(nmin, p[dy:dy + h, dx:dx + w], out=nmin)
+    p = np.full((h + 2, w + 2), np.inf)
+    p[1:-1, 1:-1] = z
+    nmin = np.minimum(p[:-2, :-2], p[:-2, 1:-1])
+    for dy, dx in ((0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)):
+        np.minimum(nmin, p[dy:dy + h, dx:dx + w], out=nmin)
     with np.errstate(invalid="ignore"):
-        bad_local = np.isfinite(z) & np.isfinite(nmin) & (z - nmin > abs_ + rel * z)
-    bad = np.zeros_like(mask)
-    bad[y0:y1, x0:x1] = bad_local
-    return bad
+        return np.isfinite(z) & (z - nmin > abs_ + rel * z)
 
 
 def _cross(a, b) -> np.ndarray:
@@ -92,16 +85,18 @@ def _cross(a, b) -> np.ndarray:
 
 
 def _quantiles(x, qs) -> np.ndarray:
-    """np.quantile(x, qs, axis=0) (linear interpolation, the same values) with one partition for
-    all of qs: np.median / np.percentile take 50-150 us a call in bookkeeping; a pose needs seven."""
+    """np.quantile(x, qs, axis=-1).T for 1-D or 2-D x (linear interpolation, the same values),
+    with one partition for all of qs and the index arithmetic in plain Python: np.median /
+    np.percentile spend 50-150 us a call in bookkeeping, and a pose needs seven. Points are kept
+    as [3, N] rows so that each partition runs over contiguous memory."""
     x = np.asarray(x)
-    n = len(x)
-    pos = np.asarray(qs, np.float64) * (n - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    part = np.partition(x, np.unique(np.concatenate([lo, hi])), axis=0)
-    a, b = part[lo], part[hi]
-    return a + (b - a) * (pos - lo).reshape((-1,) + (1,) * (x.ndim - 1))
+    n = x.shape[-1]
+    pos = [q * (n - 1) for q in qs]
+    lo = [int(math.floor(p)) for p in pos]
+    hi = [min(i + 1, n - 1) for i in lo]
+    part = np.partition(x, sorted(set(lo + hi)), axis=-1)
+    a, b = part[..., lo], part[..., hi]
+    return (a + (b - a) * np.array([p - i for p, i in zip(pos, lo)])).T
 
 
 def _median(x):
@@ -115,10 +110,10 @@ def _lateral_basis(r):
     return e1, _cross(r, e1)
 
 
-def _axes(points, centre, up):
-    """Principal axes with the module's sign/order convention: columns x, y, z."""
-    q = points - centre
-    cov = q.T @ q / len(q)
+def _axes(X, centre, up):
+    """Principal axes of points X [3,N] with the module's sign/order convention: columns x, y, z."""
+    q = X - centre[:, None]
+    cov = q @ q.T / q.shape[1]
     var, vec = np.linalg.eigh(cov)           # ascending variance
     up = np.asarray(up, float)
     up = up / np.linalg.norm(up)
@@ -130,70 +125,88 @@ def _axes(points, centre, up):
     x = x * (1.0 if s >= 0 else -1.0)
     y = _cross(z, x)
     x = _cross(y, z)                         # re-orthogonalise against rounding
-    R = np.stack([x / np.linalg.norm(x), y / np.linalg.norm(y), z], axis=1)
+    R = np.empty((3, 3))
+    R[:, 0], R[:, 1], R[:, 2] = x / np.sqrt(x @ x), y / np.sqrt(y @ y), z
     return R
 
 
-def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL) -> ObjectPose | None:
-    """Pose of the object under `mask` ([H,W] bool) from `depth_m` ([H,W] metres, NaN or <= 0 =
-    no reading) and intrinsics K. None when fewer than `min_points` usable points remain (empty
-    mask, no valid depth, everything rejected as outliers). See the module docstring."""
-    depth = np.asarray(depth_m)
+def mask_box(mask: np.ndarray):
+    """(x_min, y_min, x_max, y_max) of a [H,W] bool mask, max exclusive; None when empty."""
+    ys = np.flatnonzero(mask.any(1))
+    if not len(ys):
+        return None
+    xs = np.flatnonzero(mask.any(0))
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
+
+
+def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=None) -> ObjectPose | None:
+    """Pose of the object under `mask` ([H,W] bool) from `depth_m` and intrinsics K. depth_m is
+    [H,W] metres (NaN or <= 0 = no reading) or a `DepthImage` (raw encoding, converted here for
+    the mask's box only). `box`, the mask's (x_min, y_min, x_max, y_max) when the caller has it,
+    saves two scans of the whole image. None when fewer than `min_points` usable points remain
+    (empty mask, no valid depth, everything rejected as outliers). See the module docstring."""
+    lazy = isinstance(depth_m, DepthImage)
+    depth = depth_m if lazy else np.asarray(depth_m)
     mask = np.asarray(mask, bool)
-    if mask.shape != depth.shape:
-        raise ValueError(f"mask shape {mask.shape} != depth shape {depth.shape}")
+    if mask.shape != tuple(depth.shape):
+        raise ValueError(f"mask shape {mask.shape} != depth shape {tuple(depth.shape)}")
+    box = mask_box(mask) if box is None else box
+    if box is None:
+        return None
     # Work on the mask's bounding box only (an object is a small part of the image): the same
     # camera with the principal point shifted.
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
-        return None
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    depth, mask = depth[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-    K = np.array(K, np.float64, copy=True)
-    K[0, 2] -= x0
-    K[1, 2] -= y0
-    with np.errstate(invalid="ignore"):
-        sel = mask & np.isfinite(depth) & (depth > 0)
-    n_sel = int(sel.sum())
-    if n_sel < min_points:
+    x0, y0, x1, y1 = box
+    m = mask[y0:y1, x0:x1]
+    n_mask = int(np.count_nonzero(m))
+    if n_mask < min_points:
         return None
     # Medians and percentiles of a few thousand points are as good as of all of them, and the
     # node computes a pose per object per frame: a large mask is read on a pixel grid of stride
     # s (the same camera with focal lengths / s), so no step costs more than ~MAX_POINTS pixels.
-    s = max(1, int(np.ceil(np.sqrt(n_sel / MAX_POINTS))))
-    if s > 1:
-        depth, sel = depth[::s, ::s], sel[::s, ::s]
-        K[:2] /= s
-    n_grid = int(sel.sum())
-    sel &= ~_jump_outliers(depth, sel)
-    P = backproject(depth, K, sel)
-    if len(P) < min_points:
+    s = max(1, int(np.ceil(np.sqrt(n_mask / MAX_POINTS))))
+    rows, cols = slice(y0, y1, s), slice(x0, x1, s)
+    m = m[::s, ::s]
+    z = depth.metres(rows, cols) if lazy else depth[rows, cols]
+    K = np.array(K, np.float64, copy=True)
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    K[:2] /= s
+    with np.errstate(invalid="ignore"):
+        z = np.where(m & (z > 0), z, np.inf).astype(np.float64)   # NaN > 0 is False
+    sel = np.isfinite(z)
+    sel &= ~_jump_outliers(z)
+    v, u = np.nonzero(sel)
+    n = len(v)
+    if n < min_points:
         return None
-    n_valid = int(round(n_sel * len(P) / max(n_grid, 1)))      # in full-resolution pixels
+    X = np.empty((3, n))                      # optical-frame points as rows x, y, z
+    X[2] = z[v, u]
+    X[1] = (v - K[1, 2]) * X[2] / K[1, 1]
+    X[0] = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) * X[2] / K[0, 0]   # skew is usually 0
+    n_valid = n_mask * n / max(int(np.count_nonzero(m)), 1)      # in full-resolution pixels
 
     # along the viewing ray through the robust centroid: MAD rejection of leaks and stray pixels
-    med = _median(P)
-    r = med / np.linalg.norm(med)
-    d = P @ r
+    med = _median(X)
+    r = med / np.sqrt(med @ med)
+    d = r @ X
     md = _median(d)
-    mad = 1.4826 * _median(np.abs(d - md))
-    keep = np.abs(d - md) <= 3 * mad + 0.01
-    P, d = P[keep], d[keep]
-    if len(P) < min_points:
+    dev = np.abs(d - md)
+    mad = 1.4826 * _median(dev)
+    keep = dev <= 3 * mad + 0.01
+    X, d = X[:, keep], d[keep]
+    if X.shape[1] < min_points:
         return None
-    centroid = _median(P)
+    centroid = _median(X)
 
     # centre: lateral midpoint of the extent, front surface + half the largest lateral extent
     e1, e2 = _lateral_basis(r)
-    a, b = P @ e1, P @ e2
-    (a_lo, b_lo), (a_hi, b_hi) = _quantiles(np.stack([a, b], axis=1), [0.005, 0.995])
+    (a_lo, b_lo), (a_hi, b_hi) = _quantiles(np.stack([e1, e2]) @ X, [0.005, 0.995])
     front = _quantiles(d, [0.01])[0]
     half_depth = max(a_hi - a_lo, b_hi - b_lo) / 2
     position = (a_lo + a_hi) / 2 * e1 + (b_lo + b_hi) / 2 * e2 + (front + half_depth) * r
 
-    R = _axes(P, centroid, up)
+    R = _axes(X, centroid, up)
     # size: the visible points plus their reflection through the centre (the unseen back)
-    size = 2 * _quantiles(np.abs((P - position) @ R), [0.995])[0]
+    size = 2 * _quantiles(np.abs(R.T @ (X - position[:, None])), [0.995])[0]
     return ObjectPose(position=position, quaternion=quat_from_R(R), rotation=R, size=size,
-                      valid_points=int(round(n_valid * keep.mean())),
-                      centroid=centroid)
+                      valid_points=int(round(n_valid * X.shape[1] / n)), centroid=centroid)

@@ -4,6 +4,7 @@ Reading (message -> array):
     image_to_rgb(msg)        Image rgb8/bgr8/rgba8/bgra8/mono8      -> [H,W,3] uint8 RGB
     compressed_to_rgb(msg)   CompressedImage jpeg/png (Pillow)      -> [H,W,3] uint8 RGB
     image_to_depth(msg)      Image 16UC1/mono16 (mm) or 32FC1 (m)   -> [H,W] float32 metres, NaN = invalid
+    image_to_depth_image(m)  the same, kept in its encoding          -> DepthImage (metres per window)
     image_to_mask(msg)       Image mono8/8UC1                       -> [H,W] bool (nonzero = True)
     camera_info_from_msg(m)  CameraInfo                             -> (K 3x3 float64, width, height)
 Building (array -> message):
@@ -27,6 +28,8 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
+
+from ..geometry.depth import DepthImage
 
 # encoding -> (channels, channel order to reach RGB; None = grey to replicate)
 RGB_ENCODINGS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)),
@@ -126,17 +129,17 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
 def image_to_depth(msg: Image) -> np.ndarray:
     """[H,W] float32 metres from 16UC1/mono16 (millimetres) or 32FC1 (metres). Invalid readings
     (0, negative, NaN, +-inf) become NaN, so that consumers have a single test (np.isfinite)."""
+    return image_to_depth_image(msg).metres()
+
+
+def image_to_depth_image(msg: Image) -> DepthImage:
+    """The depth kept in its encoding (a view of msg.data where the byte order allows), for a
+    user that converts only the windows it reads (poses: each object's box)."""
     enc = msg.encoding
     if enc in ("16UC1", "mono16"):
-        mm = _pixels(msg, 1, np.uint16)[..., 0]
-        depth = mm.astype(np.float32) / np.float32(MM_PER_M)
-        depth[mm == 0] = np.nan
-        return depth
+        return DepthImage(_pixels(msg, 1, np.uint16)[..., 0], enc, max_range=np.inf)
     if enc == "32FC1":
-        depth = _pixels(msg, 1, np.float32)[..., 0].astype(np.float32)   # native order, a copy
-        with np.errstate(invalid="ignore"):
-            depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-        return depth
+        return DepthImage(_pixels(msg, 1, np.float32)[..., 0], enc, max_range=np.inf)
     raise _unsupported(enc, DEPTH_ENCODINGS, "depth")
 
 

@@ -42,7 +42,7 @@ from ..defaults import BUNDLED_CHECKPOINT, BUNDLED_VOCABULARY
 from ..overlay import draw_overlay
 from ..perception import FrameInput, Perception, PromptRequest
 from . import prompt_messages as pm
-from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_to_depth,
+from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_to_depth_image,
                           image_to_rgb, labels_to_image, rgb_to_image)
 from .result_messages import label_map_msg, markers_msg, objects_msg, poses_msg
 from .process_tuning import tune_process
@@ -351,17 +351,11 @@ class SeemNode(LifecycleNode):
                     return
                 msg, received = self._latest
                 self._latest = None
-                # Colour often arrives just before its depth and camera_info: when a depth stream
-                # exists, wait briefly for the one with this stamp instead of computing no poses.
-                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                deadline = time.monotonic() + DEPTH_WAIT_S
-                while self._depths and not self._has_depth(stamp) and time.monotonic() < deadline:
-                    self._wake.wait(timeout=max(deadline - time.monotonic(), 0.0))
                 prompts = list(self._prompts)
                 self._prompts.clear()
-                depths, infos = list(self._depths), list(self._infos)
+                infos = list(self._infos)
             try:
-                self._process(msg, received, prompts, depths, infos)
+                self._process(msg, received, prompts, infos)
             except Exception as e:       # never let one frame end the node
                 self.error(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: "
                            f"{type(e).__name__}: {e}")
@@ -370,9 +364,19 @@ class SeemNode(LifecycleNode):
         slop = self._param("sync_slop_s")
         return any(abs(d.header.stamp.sec + d.header.stamp.nanosec * 1e-9 - stamp) <= slop for d in self._depths)
 
-    def _process(self, msg, received, prompts, depths, infos) -> None:
+    def _depth_and_info(self, stamp: float, deadline: float):
+        """The depth images and camera_infos held once this stamp's depth is in, or at the deadline.
+        Depth is read only for poses, after the model: its transport overlaps the model's time
+        whatever order the camera publishes colour and depth in."""
+        with self._lock:
+            while self._depths and not self._has_depth(stamp) and time.monotonic() < deadline:
+                self._wake.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            return list(self._depths), list(self._infos)
+
+    def _process(self, msg, received, prompts, infos) -> None:
         t0 = time.perf_counter()
         picked = time.time()
+        depth_deadline = time.monotonic() + DEPTH_WAIT_S
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         try:
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
@@ -382,8 +386,7 @@ class SeemNode(LifecycleNode):
                 self._prompts.extendleft(reversed(prompts))
             return
         h, w = rgb.shape[:2]
-        K = self._camera_matrix(infos, stamp, (h, w))
-        depth = self._depth(depths, stamp, (h, w))
+        K = self._camera_matrix(infos, stamp, (h, w))      # for 3D clicks; poses take this stamp's
         with self._lock:
             self._frame_meta = (K, msg.header.frame_id, (h, w))
         requests = []
@@ -399,7 +402,9 @@ class SeemNode(LifecycleNode):
         if per is None:
             return
         with self._model_lock:
-            res = per.process(FrameInput(rgb, stamp, depth, K), requests)
+            res = per.segment(FrameInput(rgb, stamp), requests)
+        depths, infos = self._depth_and_info(stamp, depth_deadline)
+        per.locate(res, self._depth(depths, stamp, (h, w)), self._camera_matrix(infos, stamp, (h, w)))
         for e in res.errors:
             self.error(e)
         t_objects = self._publish(res, msg.header, rgb)
@@ -440,11 +445,11 @@ class SeemNode(LifecycleNode):
                        "depth must be registered to colour: no poses")
             return None
         try:
-            depth = image_to_depth(d)
+            depth = image_to_depth_image(d)       # converted to metres per object box
         except ConversionError as e:
             self.error(f"depth: {e}")
             return None
-        if not np.isfinite(depth).any():
+        if not depth.any_valid():
             self.error("depth: no valid reading in the depth image (all zero, NaN or negative): no poses")
             return None
         return depth
