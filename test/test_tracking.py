@@ -393,6 +393,9 @@ def test_user_prompt_wins_pixels_on_its_image():
     assert not (masks[1] & masks[2]).any()
     assert masks[2][ids_of(img) == 2].all()                     # the latest prompt keeps all its pixels
     assert second.mask.sum() == masks[2].sum()
+    # What the user gave object 2 is not object 1's own either: its growth is measured from
+    # what it kept (a box around two objects must not license a later leak onto the second).
+    assert tr._get(first.id).own_area == masks[1].sum()
 
 
 def test_prompted_parts_of_a_mask_are_kept():

@@ -362,7 +362,9 @@ class ObjectTracker:
         for p in self._objects.values():
             if p.id != obj.id and p.state == TRACKED and p.on(emb) and p.mask is not None:
                 p.mask = p.mask & ~obj.mask
-                p.area = int(p.mask.sum())
+                # The user gave those pixels to another object: they are not this one's own
+                # either (a box around two objects must not make a later leak look like no growth).
+                p.area = p.own_area = int(p.mask.sum())
                 if p.area < minpx:
                     p.state, p.mask, p.lost_since = LOST, None, stamp
 
