@@ -16,7 +16,7 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry.pose import estimate_pose, mask_box
+from .geometry.pose import POSE_RIM_PX, estimate_pose, mask_box, rim_px
 from .inference.predictor import ImageEmbedding, SeemPredictor
 from .inference.prompts import PromptError, VisualPrompt
 from .tracking import ObjectPrompt, ObjectTracker, Track
@@ -119,13 +119,14 @@ class Perception:
 
     def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
                  min_score: float = 0.5, panoptic_threshold: float = 0.8, lost_timeout_s: float = 10.0,
-                 history: int = 4, min_pose_points: int = 20):
+                 history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX):
         self.predictor = predictor
         self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
                                      lost_timeout_s=lost_timeout_s)
         self.mode = mode
         self.panoptic_threshold = panoptic_threshold
         self.min_pose_points = min_pose_points
+        self.pose_rim_px = pose_rim_px          # see geometry.pose.POSE_RIM_PX
         self.history: Deque[Tuple[float, ImageEmbedding]] = deque(maxlen=max(1, history))
         self._panoptic_prev: List[Tuple[int, str, np.ndarray]] = []
         self._next_panoptic = PANOPTIC_ID_BASE
@@ -208,7 +209,8 @@ class Perception:
         if depth is not None and K is not None:
             for o in res.objects:
                 if o.tracked and o.mask is not None:
-                    o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box)
+                    o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box,
+                                           erode_px=rim_px(o.mask.shape[0], self.pose_rim_px))
         res.timings["pose"] = 1000 * (time.perf_counter() - t0)
         res.timings["total"] += res.timings["pose"]
 

@@ -136,6 +136,30 @@ def test_cube_face_centre():
     assert np.allclose(est.position, [0, 0, 0.65], atol=0.003)
 
 
+def test_rim_left_out_of_a_leaking_mask():
+    """A predicted mask leaks in thin strips onto a neighbour at the same depth (here a 6 px wide
+    strip running 40 px to the right of a 10 cm cube's face), which drags the centre sideways
+    and inflates the extent; leaving out a 4 px rim removes the strip, and the rim's width is
+    added back, so a true mask keeps its exact centre and size."""
+    depth, mask = _rect_depth(0.6, 0.05, 0.05)
+    depth = np.full_like(depth, 0.6)                     # a neighbour touching it at the same depth
+    ys, xs = np.nonzero(mask)
+    leak = mask.copy()
+    cy = (ys.min() + ys.max()) // 2
+    leak[cy - 3:cy + 3, xs.max():xs.max() + 40] = True
+    exact = np.array([0, 0, 0.65])
+    plain = estimate_pose(depth, K, leak)
+    rim = estimate_pose(depth, K, leak, erode_px=4)
+    assert np.linalg.norm(plain.position - exact) > 0.01
+    assert np.linalg.norm(rim.position - exact) < 0.003
+    true_rim = estimate_pose(depth, K, mask, erode_px=4)
+    assert np.allclose(true_rim.position, exact, atol=0.003)
+    assert np.allclose(np.sort(true_rim.size)[1:], [0.1, 0.1], atol=0.006)   # the rim added back
+    tiny = np.zeros_like(mask)
+    tiny[H // 2:H // 2 + 6, W // 2:W // 2 + 6] = True    # eroding would leave nothing: kept whole
+    assert estimate_pose(depth, K, tiny, erode_px=4) is not None
+
+
 def test_orientation_convention_fronto_parallel_bar():
     depth, mask = _rect_depth(0.8, 0.12, 0.03)            # long along image x
     R = estimate_pose(depth, K, mask).rotation

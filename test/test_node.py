@@ -264,6 +264,10 @@ def test_parameters_change_at_runtime(clean):
         assert not r.successful and "configure" in r.reason
         (r,) = set_params(Parameter("score_threshold", Parameter.Type.DOUBLE, 1.5))
         assert not r.successful and "score_threshold" in r.reason
+        (r,) = set_params(Parameter("pose_rim_px", Parameter.Type.DOUBLE, -1.0))
+        assert not r.successful and "pose_rim_px" in r.reason
+        (r,) = set_params(Parameter("pose_rim_px", Parameter.Type.DOUBLE, 4.0))
+        assert r.successful, r.reason
         assert call(get_cli, GetParameters.Request(names=["device"])).values[0].string_value != "cuda"
     finally:
         set_params(Parameter("vocabulary", Parameter.Type.STRING_ARRAY, old))

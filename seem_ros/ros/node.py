@@ -40,6 +40,7 @@ from seem_ros.srv import RemoveObject
 
 from ..defaults import BUNDLED_CHECKPOINT, BUNDLED_VOCABULARY
 from ..overlay import draw_overlay
+from ..geometry.pose import POSE_RIM_PX
 from ..perception import FrameInput, Perception, PromptRequest
 from . import prompt_messages as pm
 from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_to_depth_image,
@@ -73,6 +74,7 @@ PARAMS = {   # name: (default, description, changeable while configured)
     "lost_timeout_s": (10.0, "a lost object is forgotten after this long unseen", True),
     "sync_slop_s": (0.02, "depth/camera_info are paired with colour within this stamp difference", True),
     "min_pose_points": (20, "valid depth pixels needed for a pose", True),
+    "pose_rim_px": (POSE_RIM_PX, "a mask's rim this wide (pixels at 480 rows, scaled) is left out of its pose", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
 }
 
@@ -217,7 +219,7 @@ class SeemNode(LifecycleNode):
                           min_score=self._param("score_threshold"),
                           panoptic_threshold=self._param("panoptic_threshold"),
                           lost_timeout_s=self._param("lost_timeout_s"),
-                          min_pose_points=self._param("min_pose_points"))
+                          min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"))
 
     def _init_tf(self) -> None:
         """tf2 brings RViz clicks from the fixed frame into the camera frame. Without it (e.g. the
@@ -253,6 +255,8 @@ class SeemNode(LifecycleNode):
                     raise ValueError(f"{p.name} must be in [0, 1]")
                 if p.name in ("max_objects", "min_pose_points") and p.value < 1:
                     raise ValueError(f"{p.name} must be at least 1")
+                if p.name == "pose_rim_px" and not 0 <= p.value <= 50:
+                    raise ValueError("pose_rim_px must be in [0, 50]")
             except (ValueError, TypeError) as e:
                 return SetParametersResult(successful=False, reason=str(e))
         if configured:
@@ -274,6 +278,8 @@ class SeemNode(LifecycleNode):
             per.configure(**{name: value})
         elif name == "min_pose_points":
             per.min_pose_points = int(value)
+        elif name == "pose_rim_px":
+            per.pose_rim_px = float(value)
 
     # ------------------------------------------------------------------ callbacks (cheap)
     def _on_image(self, msg) -> None:

@@ -24,8 +24,9 @@ Protocols (every prompt names one object, as the node's Prompt message does):
   panoptic   PQ over the vocabulary (standard: same class and IoU > 0.5 match, PQ = SQ * RQ per
              class, averaged over classes present; the table is a class, walls/floor are no-object,
              objects below the size limit are void); semantic mIoU with walls/floor unlabeled.
-  pose       estimate_pose on the predicted mask (text "<colour> <shape>", or one click) + depth:
-             median position error; the ground-truth mask's error is shown for reference."""
+  pose       estimate_pose on the predicted mask (text "<colour> <shape>", or one click) + depth,
+             with the node's rim (POSE_RIM_PX) left out: median position error; the ground-truth
+             mask's error is shown for reference."""
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from ..geometry.pose import estimate_pose
+from ..geometry.pose import estimate_pose, rim_px
 from ..inference.predictor import ImageEmbedding, SeemPredictor
 from ..inference.prompts import VisualPrompt, rasterize
 from ..sim import TABLE_CLASS, Frame, Scene, look_at, make_scene, render
@@ -490,7 +491,7 @@ class PoseEval(Evaluator):
             if m is not None:
                 masks["click"] = m
             for k, m in masks.items():
-                est = estimate_pose(f.depth, f.K, m) if m.any() else None
+                est = estimate_pose(f.depth, f.K, m, erode_px=rim_px(f.height)) if m.any() else None   # as the node
                 self.errors[k].append(np.inf if est is None else float(np.linalg.norm(est.position - o.position)))
 
     def result(self):
