@@ -138,8 +138,14 @@ def _fill_polygon(poly: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 def _resize_mask(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize by index arithmetic (no image library needed)."""
+    """Nearest-neighbour resize by index arithmetic (no image library needed): output pixel i
+    takes input pixel floor((i + 0.5) * h / size)."""
     h, w = m.shape
+    if h % size[0] == 0 and w % size[1] == 0:
+        # Whole factors (640x480 -> 320x240): the same pixels as a strided slice, 10x faster
+        # than fancy indexing, which the tracker pays per object per frame.
+        ky, kx = h // size[0], w // size[1]
+        return m[ky // 2::ky, kx // 2::kx].copy()
     rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
     cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
-    return m[rows[:, None], cols[None, :]]
+    return m[rows][:, cols]
