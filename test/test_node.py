@@ -289,12 +289,23 @@ def _gt_phrase_object(frame):
     return max(ok, key=lambda o: o.visible_pixels)
 
 
-def test_text_prompted_object_matches_ground_truth_with_pose_and_stable_id(clean):
-    c = clean
-    frame = render()
+def _prompt_by_text(c, frame):
+    """A first frame, then "the <colour> <shape>" of its largest unique object: that object."""
     target = _gt_phrase_object(frame)
     c.wait_output(c.send_frame(frame))
     c.text(f"the {target.colour} {target.shape_name}")
+    return target
+
+
+def _pose_error(o, target) -> float:
+    p = o.pose.position
+    return float(np.linalg.norm([p.x - target.position[0], p.y - target.position[1], p.z - target.position[2]]))
+
+
+def test_text_prompted_object_matches_ground_truth_with_pose_and_stable_id(clean):
+    c = clean
+    frame = render()
+    target = _prompt_by_text(c, frame)
     outs = []
     for _ in range(3):
         outs.append(c.wait_output(c.send_frame(frame)))
@@ -308,8 +319,7 @@ def test_text_prompted_object_matches_ground_truth_with_pose_and_stable_id(clean
     assert iou(mask, gt) > 0.5
     assert o.area == mask.sum() and o.box.x_max > o.box.x_min
     assert o.has_pose and o.valid_depth_points > 20
-    err = np.linalg.norm([o.pose.position.x - target.position[0], o.pose.position.y - target.position[1],
-                          o.pose.position.z - target.position[2]])
+    err = _pose_error(o, target)
     assert err < 0.03, f"pose error {err * 100:.1f} cm"
     q = o.pose.orientation
     assert math.isclose(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2, 1.0, abs_tol=1e-3)
@@ -320,16 +330,13 @@ def test_depth_arriving_after_the_image_still_gives_poses(clean):
     """The model starts on the colour image at once; the frame's depth is read only for poses."""
     c = clean
     frame = render()
-    target = _gt_phrase_object(frame)
-    c.wait_output(c.send_frame(frame))
-    c.text(f"the {target.colour} {target.shape_name}")
+    target = _prompt_by_text(c, frame)
     c.wait_output(c.send_frame(frame))
     for _ in range(2):
         out = c.wait_output(c.send_frame(frame, depth_after=True))
         o, = out["objects"].objects
         assert o.has_pose and o.valid_depth_points > 20
-        err = np.linalg.norm([o.pose.position.x - target.position[0], o.pose.position.y - target.position[1],
-                              o.pose.position.z - target.position[2]])
+        err = _pose_error(o, target)
         assert err < 0.03, f"pose error {err * 100:.1f} cm"
 
 
