@@ -545,3 +545,26 @@ def test_evaluation_table_splits_misses_from_mask_quality():
     assert cells[-2] == "0.200 (2/10)"                    # pooled over the kinds' frames
     assert cells[-1] == "0.600"                           # mean over all shown frames
     assert cells[3] == "0.600"                            # J: mean over objects
+
+
+@pytest.mark.parametrize("size,inp,feat", [((480, 640), (240, 320), (64, 80)), ((240, 320), (240, 320), (64, 80)),
+                                           ((720, 1280), (240, 427), (64, 112))])
+def test_mask_grid_is_the_area_fraction_per_feature_cell(size, inp, feat):
+    """The fraction of each feature-grid cell a mask covers, computed on the masks' boxes for
+    whole cell sizes: the same values as area-pooling the whole image."""
+    import types
+    rng = np.random.default_rng(1)
+    (H, W), (h4, w4) = size, feat
+    gh, gw = min(h4, round(inp[0] / 4)), min(w4, round(inp[1] / 4))
+    masks = np.zeros((4, H, W), bool)
+    for k in range(3):
+        y, x = rng.integers(0, H - 40), rng.integers(0, W - 40)
+        masks[k, y:y + rng.integers(1, 40), x:x + rng.integers(1, 40)] = True
+    masks[3] = rng.random((H, W)) > 0.5                  # one covering the whole image, none empty...
+    masks[1] = False                                     # ...and one empty
+    emb = types.SimpleNamespace(features=types.SimpleNamespace(mask_features=torch.zeros(1, 4, h4, w4)),
+                                input_size=inp)
+    got = ObjectTracker._grid(None, masks, emb)
+    want = F.pad(F.interpolate(torch.from_numpy(masks).float()[:, None], size=(gh, gw), mode="area")[:, 0],
+                 (0, w4 - gw, 0, h4 - gh))
+    assert got.shape == (4, h4, w4) and torch.equal(got, want)
