@@ -57,12 +57,12 @@ def test_negative_never_overlaps_positive():
 def test_mask_resize_takes_the_nearest_pixel(shape, size):
     """Output pixel (i, j) is input pixel floor((i + 0.5) * h / size), for whole factors (a strided
     slice) and others alike; the result is a new array."""
-    from seem_ros.inference.prompts import _resize_mask
+    from seem_ros.inference.prompts import resize_mask
     m = np.random.default_rng(0).random(shape) > 0.5
     rows = np.floor((np.arange(size[0]) + 0.5) * shape[0] / size[0]).astype(int)
     cols = np.floor((np.arange(size[1]) + 0.5) * shape[1] / size[1]).astype(int)
     before = m.copy()
-    out = _resize_mask(m, size)
+    out = resize_mask(m, size)
     assert out.shape == size and np.array_equal(out, m[np.ix_(rows, cols)])
     out[:] = ~out
     assert np.array_equal(m, before)                                          # m untouched

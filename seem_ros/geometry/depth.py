@@ -37,7 +37,7 @@ class DepthImage:
                              f"got {d.dtype}")
         if d.ndim != 2:
             raise ValueError(f"depth image must be 2-D [H,W], got shape {d.shape}")
-        self.raw, self.encoding, self.scale = d, encoding, scale
+        self.raw, self.scale = d, scale
         self.min_range, self.max_range = max(min_range, 0.0), max_range
 
     @property

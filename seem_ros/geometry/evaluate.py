@@ -11,30 +11,15 @@ import argparse
 
 import numpy as np
 
-from .pose import estimate_pose
-
-
-def _grow(mask: np.ndarray, r: int) -> np.ndarray:
-    """Binary dilation by a disc of radius r pixels (numpy only)."""
-    m = np.asarray(mask, bool)
-    if r <= 0:
-        return m.copy()
-    h, w = m.shape
-    p = np.pad(m, r)
-    out = np.zeros_like(m)
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dy * dy + dx * dx <= r * r:
-                out |= p[r + dy:r + dy + h, r + dx:r + dx + w]
-    return out
+from .pose import dilate_disc, estimate_pose
 
 
 def dilate(mask: np.ndarray, r: int = 2) -> np.ndarray:
-    return _grow(mask, r)
+    return dilate_disc(mask, r)
 
 
 def erode(mask: np.ndarray, r: int = 1) -> np.ndarray:
-    return ~_grow(~np.asarray(mask, bool), r)
+    return ~dilate_disc(~np.asarray(mask, bool), r)
 
 
 MASK_VARIANTS = {"true": None, "eroded 1px": lambda m: erode(m, 1), "eroded 2px": lambda m: erode(m, 2),

@@ -92,16 +92,19 @@ def _jump_outliers(z, rel=0.03, abs_=0.01):
         return np.isfinite(z) & (z - nmin > abs_ + rel * z)
 
 
-def _erode(m, r: int):
-    """Binary erosion of m by a disc of radius r cells (outside the array counts as empty)."""
+def dilate_disc(mask: np.ndarray, r: int, outside: bool = False) -> np.ndarray:
+    """Binary dilation by a disc of radius r pixels (numpy only); `outside`: what lies beyond
+    the array. Erosion is ~dilate_disc(~m, r, outside=True) (nothing outside the image)."""
+    m = np.asarray(mask, bool)
+    if r <= 0:
+        return m.copy()
     h, w = m.shape
-    p = np.zeros((h + 2 * r, w + 2 * r), bool)
-    p[r:r + h, r:r + w] = m
-    out = m.copy()
+    p = np.pad(m, r, constant_values=outside)
+    out = np.zeros_like(m)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            if 0 < dy * dy + dx * dx <= r * r:
-                out &= p[r + dy:r + dy + h, r + dx:r + dx + w]
+            if dy * dy + dx * dx <= r * r:
+                out |= p[r + dy:r + dy + h, r + dx:r + dx + w]
     return out
 
 
@@ -198,7 +201,7 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     m = m[::s, ::s]
     rim = 0                                   # grid cells eroded
     for rg in range(int(round(erode_px / s)), 0, -1):
-        e = _erode(m, rg)
+        e = ~dilate_disc(~m, rg, outside=True)
         if np.count_nonzero(e) >= max(min_points, 0.3 * np.count_nonzero(m)):   # keep small masks
             m, rim = e, rg
             break

@@ -82,9 +82,9 @@ def rasterize(prompts: Sequence[VisualPrompt], orig_size: Tuple[int, int], input
         for poly in p.polygons:
             P |= _fill_polygon(np.asarray(poly, np.float64).reshape(-1, 2) * (sx, sy), (ih, iw))
         if p.mask is not None:
-            P |= _resize_mask(_check_mask(p.mask, orig_size, i), (ih, iw))
+            P |= resize_mask(_check_mask(p.mask, orig_size, i), (ih, iw))
         if p.negative_mask is not None:
-            N |= _resize_mask(_check_mask(p.negative_mask, orig_size, i), (ih, iw))
+            N |= resize_mask(_check_mask(p.negative_mask, orig_size, i), (ih, iw))
         if not P.any():
             raise PromptError(f"prompt {i}: no positive pixel inside the image")
         N &= ~P                                           # a pixel cannot be both
@@ -137,7 +137,7 @@ def _fill_polygon(poly: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _resize_mask(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize_mask(m: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize by index arithmetic (no image library needed): output pixel i
     takes input pixel floor((i + 0.5) * h / size)."""
     h, w = m.shape

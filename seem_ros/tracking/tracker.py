@@ -38,7 +38,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation
-from ..inference.prompts import PromptError, VisualPrompt, rasterize
+from ..inference.prompts import PromptError, VisualPrompt, rasterize, resize_mask
 from ..model.decoder import GroundingTokens, SpatialTokens
 
 KINDS = ("text", "point", "box", "scribble", "mask", "reference")
@@ -937,12 +937,7 @@ def _split_tokens(t: SpatialTokens) -> List[SpatialTokens]:
 
 def _fit(mask: np.ndarray, size) -> np.ndarray:
     """A mask from an image of another size (camera resolution change): nearest resize."""
-    if mask.shape == tuple(size):
-        return mask
-    h, w = mask.shape
-    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
-    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
-    return mask[rows[:, None], cols[None, :]]
+    return mask if mask.shape == tuple(size) else resize_mask(mask, size)
 
 
 def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
