@@ -184,7 +184,6 @@ def _run_script(a, node_proc, start_camera):
     done = set()
     chosen = {}
     last_index = -1
-    first = None
     t_end = time.time() + a.frames / a.rate * 3 + 120
     while time.time() < t_end and node_proc.poll() is None:
         rclpy.spin_once(n, timeout_sec=0.05)
@@ -193,9 +192,9 @@ def _run_script(a, node_proc, start_camera):
             continue                      # the node drops prompts sent before it has an image
         s = max(ready)
         d = rec.gt[s]
-        if first is None:
-            first = d["index"]
-        idx = d["index"] - first          # frames since the first one we saw
+        # The camera's own frame index: the prompts go to the same frames (hence the same objects)
+        # even when discovery made the node miss the camera's first frames.
+        idx = d["index"]
         if idx != last_index:
             last_index = idx
             gi = rec.gt_inst[s]
