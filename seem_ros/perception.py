@@ -113,18 +113,23 @@ def validate_text(text: str) -> List[str]:
     return phrases
 
 
+def _own_threshold(v: Optional[float]) -> Optional[float]:
+    """None (or negative, the node parameter's way of saying it): the checkpoint's threshold."""
+    return None if v is None or v < 0 else float(v)
+
+
 class Perception:
     """Keeps the model, the objects and the last few frames' features (for prompts stamped on an
     earlier frame). Not thread-safe: the node calls it from its one worker thread."""
 
     def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
-                 min_score: float = 0.5, panoptic_threshold: float = 0.8, lost_timeout_s: float = 10.0,
+                 min_score: float = 0.5, panoptic_threshold: Optional[float] = None, lost_timeout_s: float = 10.0,
                  history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX):
         self.predictor = predictor
         self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
                                      lost_timeout_s=lost_timeout_s)
         self.mode = mode
-        self.panoptic_threshold = panoptic_threshold
+        self.panoptic_threshold = _own_threshold(panoptic_threshold)
         self.min_pose_points = min_pose_points
         self.pose_rim_px = pose_rim_px          # see geometry.pose.POSE_RIM_PX
         self.history: Deque[Tuple[float, ImageEmbedding]] = deque(maxlen=max(1, history))
@@ -147,7 +152,7 @@ class Perception:
                 raise ValueError(f"mode must be 'prompted' or 'panoptic', not {kw['mode']!r}")
             self.mode = kw["mode"]
         if "panoptic_threshold" in kw:
-            self.panoptic_threshold = float(kw["panoptic_threshold"])
+            self.panoptic_threshold = _own_threshold(kw["panoptic_threshold"])
         for k in ("max_objects", "min_score", "lost_timeout_s"):
             if k in kw:
                 setattr(self.tracker, k, type(getattr(self.tracker, k))(kw[k]))

@@ -63,6 +63,15 @@ def test_own_checkpoint_keeps_config(tmp_path):
     assert SeemModel.from_checkpoint(tmp_path / "t.pt").cfg == TINY
 
 
+def test_config_saved_before_panoptic_threshold_reads_the_official_one(tmp_path):
+    m = SeemModel(TINY)
+    m.save(tmp_path / "t.pt")
+    d = torch.load(tmp_path / "t.pt", weights_only=False)
+    assert d["seem_ros_config"].pop("panoptic_threshold") == TINY.panoptic_threshold != 0.8
+    torch.save(d, tmp_path / "old.pt")
+    assert SeemModel.from_checkpoint(tmp_path / "old.pt").cfg.panoptic_threshold == 0.8
+
+
 @pytest.fixture(scope="module")
 def tiny_sd():
     torch.manual_seed(0)

@@ -268,6 +268,11 @@ def test_parameters_change_at_runtime(clean):
         assert not r.successful and "pose_rim_px" in r.reason
         (r,) = set_params(Parameter("pose_rim_px", Parameter.Type.DOUBLE, 4.0))
         assert r.successful, r.reason
+        (r,) = set_params(Parameter("panoptic_threshold", Parameter.Type.DOUBLE, 1.5))
+        assert not r.successful and "panoptic_threshold" in r.reason
+        for v in (0.5, -1.0):                               # negative: back to the checkpoint's
+            (r,) = set_params(Parameter("panoptic_threshold", Parameter.Type.DOUBLE, v))
+            assert r.successful, r.reason
         assert call(get_cli, GetParameters.Request(names=["device"])).values[0].string_value != "cuda"
     finally:
         set_params(Parameter("vocabulary", Parameter.Type.STRING_ARRAY, old))

@@ -2,6 +2,8 @@
 
 Weights are seeded random init: these tests check shapes, determinism and structural invariants
 (caching, prompt isolation, negative clicks, memory), not segmentation quality."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,17 @@ def test_generic_segmentation(pred):
     sem, conf = pred.semantic()
     assert sem.shape == conf.shape == (120, 160)
     assert sem.max() < len(VOCAB) and np.all((conf >= 0) & (conf <= 1))
+    # No threshold given: the checkpoint's; every segment kept at 0 is still kept at it when no
+    # class score reaches it, none when it is above every score.
+    scores = pred._object_queries(pred._emb(None))[0].softmax(-1).max(-1)[0]
+    cfg = pred.model.cfg                                   # the model is shared between tests
+    try:
+        pred.model.cfg = replace(cfg, panoptic_threshold=float(scores.max()) + 1e-3)
+        assert len(pred.panoptic(overlap_threshold=0.0).ids) == 0
+        pred.model.cfg = replace(cfg, panoptic_threshold=0.0)
+        assert pred.panoptic(overlap_threshold=0.0).ids.tolist() == pan.ids.tolist()
+    finally:
+        pred.model.cfg = cfg
     inst = pred.instances(topk=5)
     assert len(inst) == 5 and inst.masks.shape == (5, 120, 160)
     assert np.all(np.diff(inst.label_scores) <= 1e-6)                  # sorted by class probability

@@ -229,10 +229,13 @@ class SeemPredictor:
         return res
 
     @torch.inference_mode()
-    def panoptic(self, embedding: Optional[ImageEmbedding] = None, score_threshold: float = 0.8,
+    def panoptic(self, embedding: Optional[ImageEmbedding] = None, score_threshold: Optional[float] = None,
                  overlap_threshold: float = 0.8, stuff: Sequence[str] = ()) -> Panoptic:
         """Official panoptic inference over the current vocabulary: keep confident non-background
-        queries, assign each pixel to argmax(score * prob), drop mostly-hidden segments, merge stuff."""
+        queries, assign each pixel to argmax(score * prob), drop mostly-hidden segments, merge stuff.
+        score_threshold None: the checkpoint's (`SeemConfig.panoptic_threshold`)."""
+        if score_threshold is None:
+            score_threshold = self.model.cfg.panoptic_threshold
         emb = self._emb(embedding)
         cls, masks, _ = self._object_queries(emb)
         scores, labels = cls.softmax(-1).max(-1)

@@ -71,6 +71,7 @@ class SeemConfig:
     pixel_std: Tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisibility: int = 32
     short_side: int = 512             # demo resize; COCO eval uses 800
+    panoptic_threshold: float = 0.8   # class confidence a panoptic segment needs (official: 0.8)
 
 
 FOCAL_T = SeemConfig(name="focalt")
@@ -91,6 +92,9 @@ TINY = SeemConfig(
     language=LanguageConfig(width=64, layers=2, heads=4, proj_dim=64),
     decoder=DecoderConfig(hidden_dim=64, nheads=4, dim_feedforward=128, dec_layers=3,
                           num_queries=101, mask_dim=64),
+    # The small model's class scores stay low (its "no object" class takes much of the mass):
+    # at 0.8 panoptic keeps few segments. Chosen on tuning seeds 950000+ (PQ 0.13 -> 0.27).
+    panoptic_threshold=0.2,
 )
 
 CONFIGS = {"focalt": FOCAL_T, "focall": FOCAL_L, "tiny": TINY}

@@ -116,7 +116,8 @@ def config_from_dict(d: dict) -> SeemConfig:
         name=d["name"], backbone=BackboneConfig(**tup(d["backbone"])),
         pixel_decoder=PixelDecoderConfig(**d["pixel_decoder"]), language=LanguageConfig(**d["language"]),
         decoder=DecoderConfig(**d["decoder"]), pixel_mean=tuple(d["pixel_mean"]), pixel_std=tuple(d["pixel_std"]),
-        size_divisibility=d["size_divisibility"], short_side=d["short_side"])
+        size_divisibility=d["size_divisibility"], short_side=d["short_side"],
+        panoptic_threshold=float(d.get("panoptic_threshold", 0.8)))
 
 
 __all__ = ["SeemModel", "CONFIGS", "config_to_dict", "config_from_dict"]

@@ -69,7 +69,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
     "vocabulary": (list(BUNDLED_VOCABULARY), "class names for labels, semantic image and panoptic mode", True),
     "mode": ("prompted", "prompted: prompted objects only | panoptic: also every vocabulary segment", True),
     "score_threshold": (0.5, "objects with a lower mask score are reported lost", True),
-    "panoptic_threshold": (0.8, "class confidence for panoptic segments", True),
+    "panoptic_threshold": (-1.0, "class confidence for panoptic segments; negative = the checkpoint's "
+                                 "(official SEEM 0.8, the bundled model 0.2)", True),
     "max_objects": (20, "most prompted objects tracked at once", True),
     "lost_timeout_s": (10.0, "a lost object is forgotten after this long unseen", True),
     "sync_slop_s": (0.02, "depth/camera_info are paired with colour within this stamp difference", True),
@@ -251,8 +252,10 @@ class SeemNode(LifecycleNode):
                     raise ValueError("mode must be 'prompted' or 'panoptic'")
                 if p.name == "vocabulary" and not [v for v in p.value if v.strip()]:
                     raise ValueError("vocabulary needs at least one class name")
-                if p.name in ("score_threshold", "panoptic_threshold") and not 0 <= p.value <= 1:
-                    raise ValueError(f"{p.name} must be in [0, 1]")
+                if p.name == "score_threshold" and not 0 <= p.value <= 1:
+                    raise ValueError("score_threshold must be in [0, 1]")
+                if p.name == "panoptic_threshold" and not p.value <= 1:
+                    raise ValueError("panoptic_threshold must be at most 1 (negative: the checkpoint's)")
                 if p.name in ("max_objects", "min_pose_points") and p.value < 1:
                     raise ValueError(f"{p.name} must be at least 1")
                 if p.name == "pose_rim_px" and not 0 <= p.value <= 50:

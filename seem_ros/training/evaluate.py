@@ -422,7 +422,7 @@ def panoptic_gt(frame: Frame) -> Tuple[np.ndarray, Dict[int, int], np.ndarray]:
 class PanopticEval(Evaluator):
     name = "panoptic"
 
-    def __init__(self, score_threshold: float = 0.8):
+    def __init__(self, score_threshold: Optional[float] = None):
         super().__init__()
         self.score_threshold = score_threshold
         self.stats: Dict[int, np.ndarray] = {}
@@ -505,7 +505,7 @@ class PoseEval(Evaluator):
         return out
 
 
-def default_evaluators(score_threshold: float = 0.8) -> List[Evaluator]:
+def default_evaluators(score_threshold: Optional[float] = None) -> List[Evaluator]:
     # Text and clicks before pose: pose reuses their masks.
     return [TextEval(), ClickEval(), *[PromptEval(k) for k in PromptEval.KINDS], ReferenceEval(),
             PanopticEval(score_threshold), SemanticEval(), PoseEval()]
@@ -546,7 +546,7 @@ def evaluate_reference(predictor, frames) -> dict:
     return run(predictor, frames, [ReferenceEval()])["reference"]
 
 
-def evaluate_panoptic(predictor, frames, score_threshold: float = 0.8) -> dict:
+def evaluate_panoptic(predictor, frames, score_threshold: Optional[float] = None) -> dict:
     return run(predictor, frames, [PanopticEval(score_threshold)])["panoptic"]
 
 
@@ -643,7 +643,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--seed-start", type=int, default=SEED_START, help=f"first held-out seed (< {TRAIN_SEED_BASE})")
-    ap.add_argument("--score-threshold", type=float, default=0.8, help="panoptic confidence threshold")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="panoptic confidence threshold (default: the checkpoint's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (README)")
     a = ap.parse_args(argv)
