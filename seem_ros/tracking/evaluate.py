@@ -194,8 +194,18 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
             st.reacq_events += e
             st.reacq_ok += ok
     if log:
-        log(f"seed {seed}: " + ", ".join(f"{k} J {np.mean(stats[k].j) if stats[k].j else float('nan'):.3f}" for k in kinds))
+        log(f"seed {seed}: " + _brief({k: stats[k] for k in kinds}))
     return stats
+
+
+def _brief(stats: Dict[str, "KindStats"]) -> str:
+    """Per-sequence log line: where the switches and the misses come from."""
+    out = []
+    for k, st in stats.items():
+        r = st.row()
+        jf = "-" if r["J&F"] is None else f"{r['J&F']:.3f}"
+        out.append(f"{k} J&F {jf} sw {st.switches}")
+    return ", ".join(out)
 
 
 def merge(into: Dict[str, KindStats], part: Dict[str, KindStats]) -> None:
@@ -289,7 +299,7 @@ def main(argv=None) -> int:
                 seed, st, dt = it.next(timeout=max(deadline - time.time(), 0.01) if deadline < float("inf") else None)
                 merge(stats, st)
                 done.append(seed)
-                log(f"seed {seed} done in {dt:.0f} s")
+                log(f"seed {seed} done in {dt:.0f} s: " + _brief(st))
         except mp.TimeoutError:
             log("time budget spent")
         pool.terminate()
