@@ -329,6 +329,58 @@ def test_look_alikes_coming_back_go_to_the_one_that_left_there():
     assert ObjectTracker(pred).position_weight == 2.0          # the default
 
 
+def test_a_region_does_not_go_to_an_object_of_another_colour():
+    """A black region comes back next to where a green object left, far from where the black
+    one left, and the model's appearance finds it almost as green-object-like (0.90 against
+    0.99): position alone gives it to the green object. With colours the green one cannot win;
+    the black one is not clearly ahead of it there, so the region waits; where the green one is
+    no nearer, the black one takes it. Colour differences between same-coloured objects change
+    nothing."""
+    from seem_ros.tracking.tracker import LOST, _Candidate, _Object
+    pred = FakePredictor()
+    emb = pred.set_image(draw({2: (40, 60, 20, 20)}))
+    h4, w4 = emb.features.mask_features.shape[-2:]
+    black, green = torch.tensor([0.05, 0.05, 0.06]), torch.tensor([0.1, 0.6, 0.1])
+    emb.colour = black[:, None, None].expand(3, h4, w4).clone()
+
+    def lost_object(oid, box, colour):
+        return _Object(oid, click(draw({2: (40, 60, 20, 20)}), 2), "", 0.0, state=LOST,
+                       anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=np.array(box, float),
+                       box_stamp=0.9, lost_since=1.0, colour=colour)
+
+    m = np.zeros((H, W), bool)
+    m[60:80, 40:60] = True
+    back = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+    sims = {1: 0.90, 2: 0.99}                          # 1 green, 2 black
+    taken = np.zeros((H, W), bool)
+
+    def winner(gate, green_box, colour_1=green):
+        tr = ObjectTracker(pred, colour_gate=gate)
+        tr._similarity = lambda o, app, e: sims[o.id]
+        lost = [lost_object(1, green_box, colour_1), lost_object(2, [40, 8, 60, 28], black)]
+        return set(tr._reacquire(lost, [back], taken, emb, 3.0))
+
+    near, far = [40, 58, 60, 78], [40, 0, 60, 20]
+    assert winner(100.0, near) == {1}                  # position alone: the wrong object
+    assert winner(0.2, near) == set()                  # not the green one; the black one waits
+    assert winner(0.2, far) == {2}
+    assert winner(0.2, near, colour_1=black + 0.05) == {1}   # same colour: as before
+    assert ObjectTracker(pred).colour_gate == 0.2              # the default
+
+
+def test_embedding_carries_the_image_colours_on_the_feature_grid():
+    from model_fixtures import predictor
+    p = predictor("tiny", short_side=64)
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, 48:] = (255, 0, 0)                          # right half red
+    emb = p.set_image(img)
+    h4, w4 = emb.features.mask_features.shape[-2:]
+    assert emb.colour.shape == (3, h4, w4)
+    np.testing.assert_allclose(emb.colour[:, :16, :12].numpy(), 0, atol=1e-6)
+    np.testing.assert_allclose(emb.colour[0, :16, 12:24].numpy(), 1, atol=1e-6)
+    np.testing.assert_allclose(emb.colour[1:, :16, 12:24].numpy(), 0, atol=1e-6)
+
+
 def test_text_and_reference_prompts_and_refind_by_phrase():
     pred = FakePredictor()
     tr = ObjectTracker(pred)

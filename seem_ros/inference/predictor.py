@@ -29,6 +29,7 @@ class ImageEmbedding:
     orig_size: Tuple[int, int]        # (H, W) of the input image
     input_size: Tuple[int, int]       # after resizing to the short side
     padded_size: Tuple[int, int]      # after padding to a multiple of 32
+    colour: Optional[Tensor] = None   # [3, h, w] mean RGB (0..1) per cell of the mask-feature grid
 
 
 @dataclass
@@ -95,8 +96,12 @@ class SeemPredictor:
             x = F.interpolate(x, size=(ih, iw), mode="bicubic", antialias=True, align_corners=False)
             x = x.clamp(0, 255).round()
         feats = self.model.encode_image(x)
-        ph, pw = feats.mask_features.shape[-2] * 4, feats.mask_features.shape[-1] * 4
-        self.embedding = ImageEmbedding(feats, (h, w), (ih, iw), (ph, pw))
+        h4, w4 = feats.mask_features.shape[-2:]
+        # The image's own colours on the feature grid: the tracker tells a green object from a
+        # black one by them (the features' appearance barely does).
+        col = F.avg_pool2d(x[0] / 255.0, 4, ceil_mode=True)[:, :h4, :w4]
+        col = F.pad(col, (0, w4 - col.shape[-1], 0, h4 - col.shape[-2]))
+        self.embedding = ImageEmbedding(feats, (h, w), (ih, iw), (h4 * 4, w4 * 4), col)
         return self.embedding
 
     def _emb(self, embedding: Optional[ImageEmbedding]) -> ImageEmbedding:

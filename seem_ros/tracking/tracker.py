@@ -83,6 +83,7 @@ class _Object:
     own_area: int = 0                           # its last mask before other objects took their pixels (>= area)
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
+    colour: Optional[Tensor] = None             # [3] running mean RGB (0..1) under its mask
     ref_tokens: Optional[SpatialTokens] = None  # its first mask as a prompt, on the image it was prompted on
     last_tokens: Optional[SpatialTokens] = None  # its last accepted mask as a prompt, on that image
     text_tokens: Optional[Tensor] = None        # [T, C] grounding tokens of the phrase
@@ -107,7 +108,8 @@ class _Candidate:
     embed: Tensor                               # [C] class embedding (unnormalised)
     mask: np.ndarray                            # [H, W] image size (parts kept, once decided)
     prob: Tensor                                # [H, W] foreground probability
-    appearance: Optional[Tensor] = None         # unit appearance of the mask (see _appearance)
+    appearance: Optional[Tensor] = None         # unit appearance of the mask (see _pooled)
+    colour: Optional[Tensor] = None             # [3] its mean RGB
     score: float = 0.0
     area: int = 0
     similarity: float = 0.0
@@ -151,6 +153,9 @@ class ObjectTracker:
         box): the appearance features barely tell shapes apart, so two same-coloured objects
         coming back tie on looks, and where each left decides (held-out sequences, 0 -> 2: identity
         switches 53 -> 24 on seeds 12-23 with the stage-8 weights).
+    colour_gate: in re-identification a lost object whose mean colour (RGB, 0..1 a channel) is
+        farther than this beyond the closest-coloured lost object's from a region's does not
+        compete for it (see _reacquire).
     token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
         512 per image, shared by its prompts, as the model was trained); self-attention cost
         grows with the square of it."""
@@ -162,7 +167,7 @@ class ObjectTracker:
                  components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
                  reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
-                 position_weight: float = 2.0,
+                 position_weight: float = 2.0, colour_gate: float = 0.2,
                  token_budget: int = 512):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
@@ -194,6 +199,7 @@ class ObjectTracker:
         self.reid_margin = float(reid_margin)
         self.position_weight = float(position_weight)
         self.edge_margin = float(edge_margin)
+        self.colour_gate = float(colour_gate)
         self.token_budget = int(token_budget)
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
@@ -346,7 +352,9 @@ class ObjectTracker:
             # something else.
             obj.state, obj.mask, obj.lost_since = LOST, None, stamp
             return
-        app = self._appearance(mask[None], seg.embeddings[:1], emb)[0]
+        g = self._grid(mask[None], emb)
+        app = self._pooled(g, seg.embeddings[:1], emb)[0]
+        obj.colour = _mean_colour(g, emb, 0)
         obj.state, obj.mask, obj.lost_since, obj.area, obj.own_area = TRACKED, mask, None, area, area
         obj.box, obj.box_stamp = _box(mask), stamp
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
@@ -488,18 +496,16 @@ class ObjectTracker:
         m = F.interpolate(m, size=(gh, gw), mode="area")[:, 0]
         return F.pad(m, (0, w4 - gw, 0, h4 - gh))
 
-    def _appearance(self, masks: np.ndarray, embeds, emb: ImageEmbedding) -> Tensor:
-        """[N, C + D] appearance of image-size masks: what the object looks like (the mean pixel
-        feature of the pixel decoder under it, minus the image's mean feature so that it tells the
-        object from the table) next to what it is (the decoder's class embedding of its query),
-        each a unit vector, weighted equally. Measured on held-out sequences with true masks, the
-        pair picks the right object among a scene's objects more often than either part alone."""
-        return self._pooled(self._grid(masks, emb), embeds, emb)
-
     def _appearance_lowres(self, logits: Tensor, embeds: Tensor, emb: ImageEmbedding) -> Tensor:
         return self._pooled((logits > 0).float(), embeds, emb)
 
     def _pooled(self, w: Tensor, embeds, emb: ImageEmbedding) -> Tensor:
+        """[N, C + D] appearance of masks given as feature-grid coverage w [N, h, w] (`_grid`):
+        what the object looks like (the mean pixel feature of the pixel decoder under it, minus
+        the image's mean feature so that it tells the object from the table) next to what it is
+        (the decoder's class embedding of its query), each a unit vector, weighted equally.
+        Measured on held-out sequences with true masks, the pair picks the right object among a
+        scene's objects more often than either part alone."""
         mf = emb.features.mask_features[0].float()                              # [C, h, w]
         ih, iw = emb.input_size
         gh, gw = max(1, round(ih / 4)), max(1, round(iw / 4))
@@ -536,7 +542,9 @@ class ObjectTracker:
         c.area = int(mask.sum())
         c.score = _mean_prob(c.prob, mask)
         if c.area:
-            c.appearance = self._appearance(mask[None], c.embed[None], emb)[0]
+            g = self._grid(mask[None], emb)
+            c.appearance = self._pooled(g, c.embed[None], emb)[0]
+            c.colour = _mean_colour(g, emb, 0)
             c.similarity = self._similarity(o, c.appearance, emb)
         return c
 
@@ -615,6 +623,8 @@ class ObjectTracker:
                 o.anchor = c.appearance
             o.recent = c.appearance if o.recent is None else F.normalize(
                 (1 - self.momentum) * o.recent + self.momentum * c.appearance, dim=0)
+            if c.colour is not None:
+                o.colour = c.colour if o.colour is None else (1 - self.momentum) * o.colour + self.momentum * c.colour
         found = [o for o in objs if o.state == TRACKED]
         if found and self.propagate != "first":
             toks = self.predictor.spatial_tokens([VisualPrompt(mask=o.mask) for o in found], emb)
@@ -652,13 +662,16 @@ class ObjectTracker:
         for r in regions:
             if all(_iou(r.mask, u.mask) < 0.5 for u in uniq):
                 uniq.append(r)
-        apps = self._appearance(np.stack([r.mask for r in uniq]), torch.stack([r.embed for r in uniq]), emb)
+        g = self._grid(np.stack([r.mask for r in uniq]), emb)
+        apps = self._pooled(g, torch.stack([r.embed for r in uniq]), emb)
+        cols = _mean_colour(g, emb)
         H, W = emb.orig_size
         diag = float(np.hypot(H, W))
         boxes = [_box(r.mask) for r in uniq]
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
+            r.colour = None if cols is None else cols[k]
             sims = []
             for o in lost:
                 gap = 0.0
@@ -671,16 +684,25 @@ class ObjectTracker:
                     sim = self._similarity(o, apps[k], emb)
                     # Farther from where it could be counts against it: the appearance features
                     # barely see shape, so same-coloured objects tie on looks.
-                    sims.append((sim - self.position_weight * gap / diag, sim, o))
+                    dc = 0.0 if cols is None or o.colour is None else float((cols[k] - o.colour).norm())
+                    sims.append((sim - self.position_weight * gap / diag, sim, o, dc))
                 elif r.owner == o.id:                    # never seen: trust its own prompt
                     pairs.append((-1.0, k, o))
-            # Every object that could be there competes; the winner must be clearly ahead.
+            # Every object that could be there competes; the winner must be clearly ahead of all
+            # of them. But one of clearly another colour than the closest-coloured object cannot
+            # win (shading and partial views move a mean colour by less than colour_gate; the
+            # features' appearance told a green sphere from a black cone by 0.09 of similarity
+            # only, and the position term then gave the cone's region to the sphere). Between
+            # objects of about the same colour nothing changes: small colour differences there
+            # are noise, not identity.
             sims.sort(key=lambda x: -x[0])
+            closest = min((x[3] for x in sims), default=0.0)
+            win = next((x for x in sims if x[3] <= closest + self.colour_gate), None)
             b = boxes[k]
             margin = self.edge_margin if (b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H) else self.reid_margin
-            if sims and sims[0][1] >= self.reacquire_similarity:
-                if len(sims) == 1 or sims[0][0] - sims[1][0] >= margin:
-                    pairs.append((sims[0][0], k, sims[0][2]))
+            if win is not None and win[1] >= self.reacquire_similarity:
+                if all(win[0] - x[0] >= margin for x in sims if x is not win):
+                    pairs.append((win[0], k, win[2]))
         out: Dict[int, _Candidate] = {}
         used = set()
         for sim, k, o in sorted(pairs, key=lambda x: -x[0]):
@@ -726,6 +748,16 @@ class ObjectTracker:
 
 
 # ---------------------------------------------------------------------- helpers
+def _mean_colour(grid: Tensor, emb: ImageEmbedding, index: Optional[int] = None) -> Optional[Tensor]:
+    """[N, 3] mean RGB of the image under masks given as grid coverage [N, h, w] (or row `index`
+    of it); None when the embedding carries no colours (then colour decides nothing)."""
+    if emb.colour is None:
+        return None
+    col = emb.colour.to(grid.device).float()
+    out = torch.einsum("nhw,chw->nc", grid.float(), col) / grid.flatten(1).sum(1).clamp(min=1e-6)[:, None]
+    return out if index is None else out[index]
+
+
 def _bbox(mask: np.ndarray):
     """(row slice, column slice) of the mask's bounding box, None when it is empty."""
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
