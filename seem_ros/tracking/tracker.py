@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -352,9 +352,7 @@ class ObjectTracker:
             # something else.
             obj.state, obj.mask, obj.lost_since = LOST, None, stamp
             return
-        g = self._grid(mask[None], emb)
-        app = self._pooled(g, seg.embeddings[:1], emb)[0]
-        obj.colour = _mean_colour(g, emb, 0)
+        (app,), (obj.colour,) = self._look(mask[None], seg.embeddings[:1], emb)
         obj.state, obj.mask, obj.lost_since, obj.area, obj.own_area = TRACKED, mask, None, area, area
         obj.box, obj.box_stamp = _box(mask), stamp
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
@@ -496,6 +494,17 @@ class ObjectTracker:
         m = F.interpolate(m, size=(gh, gw), mode="area")[:, 0]
         return F.pad(m, (0, w4 - gw, 0, h4 - gh))
 
+    def _look(self, masks: np.ndarray, embeds, emb: ImageEmbedding) -> Tuple[Tensor, list]:
+        """Appearance ([N, C + D], `_pooled`) and mean colour (N of [3] RGB, 0..1; None each when
+        the embedding carries no colours: then colour decides nothing) of image-size masks,
+        pooled on the feature grid once for both."""
+        g = self._grid(masks, emb)
+        if emb.colour is None:
+            cols = [None] * len(masks)
+        else:
+            cols = list(torch.einsum("nhw,chw->nc", g, emb.colour) / g.flatten(1).sum(1).clamp(min=1e-6)[:, None])
+        return self._pooled(g, embeds, emb), cols
+
     def _appearance_lowres(self, logits: Tensor, embeds: Tensor, emb: ImageEmbedding) -> Tensor:
         return self._pooled((logits > 0).float(), embeds, emb)
 
@@ -542,9 +551,7 @@ class ObjectTracker:
         c.area = int(mask.sum())
         c.score = _mean_prob(c.prob, mask)
         if c.area:
-            g = self._grid(mask[None], emb)
-            c.appearance = self._pooled(g, c.embed[None], emb)[0]
-            c.colour = _mean_colour(g, emb, 0)
+            (c.appearance,), (c.colour,) = self._look(mask[None], c.embed[None], emb)
             c.similarity = self._similarity(o, c.appearance, emb)
         return c
 
@@ -662,16 +669,14 @@ class ObjectTracker:
         for r in regions:
             if all(_iou(r.mask, u.mask) < 0.5 for u in uniq):
                 uniq.append(r)
-        g = self._grid(np.stack([r.mask for r in uniq]), emb)
-        apps = self._pooled(g, torch.stack([r.embed for r in uniq]), emb)
-        cols = _mean_colour(g, emb)
+        apps, cols = self._look(np.stack([r.mask for r in uniq]), torch.stack([r.embed for r in uniq]), emb)
         H, W = emb.orig_size
         diag = float(np.hypot(H, W))
         boxes = [_box(r.mask) for r in uniq]
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
-            r.colour = None if cols is None else cols[k]
+            r.colour = cols[k]
             sims = []
             for o in lost:
                 gap = 0.0
@@ -684,7 +689,7 @@ class ObjectTracker:
                     sim = self._similarity(o, apps[k], emb)
                     # Farther from where it could be counts against it: the appearance features
                     # barely see shape, so same-coloured objects tie on looks.
-                    dc = 0.0 if cols is None or o.colour is None else float((cols[k] - o.colour).norm())
+                    dc = 0.0 if cols[k] is None or o.colour is None else float((cols[k] - o.colour).norm())
                     sims.append((sim - self.position_weight * gap / diag, sim, o, dc))
                 elif r.owner == o.id:                    # never seen: trust its own prompt
                     pairs.append((-1.0, k, o))
@@ -748,16 +753,6 @@ class ObjectTracker:
 
 
 # ---------------------------------------------------------------------- helpers
-def _mean_colour(grid: Tensor, emb: ImageEmbedding, index: Optional[int] = None) -> Optional[Tensor]:
-    """[N, 3] mean RGB of the image under masks given as grid coverage [N, h, w] (or row `index`
-    of it); None when the embedding carries no colours (then colour decides nothing)."""
-    if emb.colour is None:
-        return None
-    col = emb.colour.to(grid.device).float()
-    out = torch.einsum("nhw,chw->nc", grid.float(), col) / grid.flatten(1).sum(1).clamp(min=1e-6)[:, None]
-    return out if index is None else out[index]
-
-
 def _bbox(mask: np.ndarray):
     """(row slice, column slice) of the mask's bounding box, None when it is empty."""
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
