@@ -160,6 +160,33 @@ def test_rim_left_out_of_a_leaking_mask():
     assert estimate_pose(depth, K, tiny, erode_px=4) is not None
 
 
+def test_only_the_largest_surface_of_a_mask():
+    """A predicted mask also covers part of a neighbour touching a sphere's silhouette in the
+    image (one blob in 2D, its face 3 cm nearer than the sphere's front) and a separate blob on
+    another object: both are within the depth spread a round object has, so only the depth step
+    at their edges tells them apart; the centre must stay where the true mask puts it."""
+    c, r = np.array([0.0, 0.0, 0.7]), 0.05
+    depth = _sphere_depth(c, r)
+    mask = np.isfinite(depth)
+    ys, xs = np.nonzero(mask)
+    y0, x1 = ys.min(), xs.max() + 1
+    mixed = mask.copy()
+    depth = np.where(mask, depth, np.float32(1.5))            # background far behind
+    depth[y0:y0 + 50, x1:x1 + 45] = 0.62                      # the neighbour, touching the rim
+    mixed[y0:y0 + 50, x1 - 10:x1 + 45] = True
+    depth[y0:y0 + 30, xs.min() - 100:xs.min() - 60] = 0.68   # a blob on another object
+    mixed[y0:y0 + 30, xs.min() - 100:xs.min() - 60] = True
+    exact = estimate_pose(depth, K, mask).position
+    assert np.linalg.norm(exact - c) < 0.003
+    assert np.linalg.norm(estimate_pose(depth, K, mixed).position - exact) < 0.003
+    assert np.linalg.norm(estimate_pose(depth, K, mixed, surface_jump=0).position - exact) > 0.01
+    # a slanted surface is one surface: depth steps between neighbouring pixels stay small
+    face, fmask = _rect_depth(0.6, 0.05, 0.05)
+    v, u = np.mgrid[:H, :W].astype(np.float32)
+    ramp = np.where(fmask, 0.6 + 0.002 * (u - W / 2), np.nan).astype(np.float32)
+    assert estimate_pose(ramp, K, fmask).valid_points > 0.95 * fmask.sum()
+
+
 def test_orientation_convention_fronto_parallel_bar():
     depth, mask = _rect_depth(0.8, 0.12, 0.03)            # long along image x
     R = estimate_pose(depth, K, mask).rotation
