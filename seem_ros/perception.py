@@ -124,10 +124,11 @@ class Perception:
 
     def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
                  min_score: float = 0.5, panoptic_threshold: Optional[float] = None, lost_timeout_s: float = 10.0,
-                 history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX):
+                 history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX,
+                 zoom_refine: bool = True):
         self.predictor = predictor
         self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
-                                     lost_timeout_s=lost_timeout_s)
+                                     lost_timeout_s=lost_timeout_s, zoom=zoom_refine)
         self.mode = mode
         self.panoptic_threshold = _own_threshold(panoptic_threshold)
         self.min_pose_points = min_pose_points
@@ -146,13 +147,16 @@ class Perception:
         self.predictor.set_vocabulary(names)
 
     def configure(self, **kw) -> None:
-        """Runtime changes (the node's parameters): mode, thresholds, maximum objects, timeout."""
+        """Runtime changes (the node's parameters): mode, thresholds, maximum objects, timeout,
+        zoomed refinement."""
         if "mode" in kw:
             if kw["mode"] not in ("prompted", "panoptic"):
                 raise ValueError(f"mode must be 'prompted' or 'panoptic', not {kw['mode']!r}")
             self.mode = kw["mode"]
         if "panoptic_threshold" in kw:
             self.panoptic_threshold = _own_threshold(kw["panoptic_threshold"])
+        if "zoom_refine" in kw:
+            self.tracker.zoom = bool(kw["zoom_refine"])
         for k in ("max_objects", "min_score", "lost_timeout_s"):
             if k in kw:
                 setattr(self.tracker, k, type(getattr(self.tracker, k))(kw[k]))

@@ -187,3 +187,55 @@ def test_read_only_image_buffer_is_encoded_without_warnings():
     here = Path(__file__).resolve().parent
     r = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ok (120, 160)" in r.stdout, r.stderr[-2000:]
+
+
+def test_zoom_box_covers_mask_and_prompt_with_the_image_aspect():
+    from seem_ros.inference import zoom_box
+    m = np.zeros((120, 160), bool)
+    m[50:60, 70:90] = True
+    p = VisualPrompt(points=[[100, 65]], labels=[0])
+    x0, y0, x1, y1 = zoom_box(m, p, (120, 160))
+    assert x0 <= 70 and y0 <= 50 and x1 >= 100 and y1 >= 66          # mask and click inside
+    assert abs((x1 - x0) / (y1 - y0) - 160 / 120) < 0.05
+    assert x1 - x0 >= 160 / 3 - 1 and 0 <= x0 and 0 <= y0 and x1 <= 160 and y1 <= 120
+    big = np.ones((120, 160), bool)
+    assert zoom_box(big, p, (120, 160)) == (0, 0, 160, 120)          # never past the image
+    corner = np.zeros((120, 160), bool)
+    corner[:5, :5] = True
+    bx = zoom_box(corner, VisualPrompt(points=[[2, 2]]), (120, 160))
+    assert bx[:2] == (0, 0) and bx[2] - bx[0] >= 53                  # moved inside, not shrunk
+    with pytest.raises(PromptError):
+        zoom_box(None, VisualPrompt(), (120, 160))
+
+
+def test_zoomed_prediction_is_the_crop_prediction_pasted(pred):
+    emb = pred.set_image(scene())
+    m = np.zeros((120, 160), bool)
+    m[40:70, 60:100] = True
+    p = VisualPrompt(points=[[80, 55]], labels=[1])
+    seg, z = pred.predict_zoomed(p, m, emb)
+    assert pred.embedding is emb                                      # the current image is unchanged
+    x0, y0, x1, y1 = z.box
+    assert seg.masks.shape == (1, 120, 160)
+    outside = np.ones((120, 160), bool)
+    outside[y0:y1, x0:x1] = False
+    assert not seg.masks[0][outside].any()
+    crop = pred.encode(scene()[y0:y1, x0:x1])
+    ref = pred.predict([p.cropped(z.box)], memory=pred.mask_memory(m[y0:y1, x0:x1], crop), embedding=crop)
+    assert (seg.masks[0, y0:y1, x0:x1] == ref.masks[0]).all()
+    assert seg.logits.shape == (1, *emb.features.mask_features.shape[-2:])   # the full image's grid
+    # The next round on the same image and crop reuses the crop's encoding and its logits.
+    p2 = p.with_points([[75, 50]], [0])
+    orig = pred.encode
+    pred.encode = lambda *a: pytest.fail("the crop was encoded again")
+    try:
+        seg2, z2 = pred.predict_zoomed(p2, m, emb, z)
+    finally:
+        pred.encode = orig
+    assert z2.box == z.box and z2.embedding is z.embedding
+    ref2 = pred.predict([p2.cropped(z.box)], memory=z.logits[None], embedding=z.embedding)
+    assert (seg2.masks[0, y0:y1, x0:x1] == ref2.masks[0]).all()
+    # a zoom made on another image is not reused
+    other = pred.set_image(scene()[::-1].copy())
+    _, z3 = pred.predict_zoomed(p2, m, other, z)
+    assert z3.embedding is not z.embedding

@@ -66,3 +66,31 @@ def test_mask_resize_takes_the_nearest_pixel(shape, size):
     assert out.shape == size and np.array_equal(out, m[np.ix_(rows, cols)])
     out[:] = ~out
     assert np.array_equal(m, before)                                          # m untouched
+
+
+def test_cropped_prompt_is_the_same_prompt_in_crop_pixels():
+    m = np.zeros((100, 200), bool)
+    m[40:60, 50:90] = True
+    p = VisualPrompt(points=[[60, 50], [10, 10]], labels=[1, 0], boxes=[[50, 40, 90, 60]],
+                     scribbles=[np.array([[55, 45], [85, 55]])], mask=m, negative_mask=~m)
+    box = (40, 30, 120, 70)
+    c = p.cropped(box)
+    np.testing.assert_allclose(c.points, [[20, 20], [-30, -20]])
+    assert list(c.labels) == [1, 0]
+    np.testing.assert_allclose(c.boxes, [[10, 10, 50, 30]])
+    np.testing.assert_allclose(c.scribbles[0], [[15, 15], [45, 25]])
+    assert c.mask.shape == (40, 80) and c.mask.sum() == m.sum()
+    # rasterised on the crop, the crop's pixels of the full prompt
+    full, _ = rasterize([p], (100, 200), (100, 200), (128, 224))
+    crop, _ = rasterize([c], (40, 80), (40, 80), (64, 96))
+    assert (crop[0, :40, :80] == full[0, 30:70, 40:120]).all()
+
+
+def test_prompt_extent_covers_every_mark():
+    m = np.zeros((100, 200), bool)
+    m[70:80, 150:160] = True
+    p = VisualPrompt(points=[[5, 6]], labels=[0], boxes=[[20, 20, 30, 40]], mask=m)
+    e = p.extent()
+    np.testing.assert_allclose(e.min(0), [5, 6])
+    np.testing.assert_allclose(e.max(0), [160, 80])
+    assert VisualPrompt().extent() is None

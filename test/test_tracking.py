@@ -104,10 +104,9 @@ class FakePredictor(SeemPredictor):
         self.tokenizer = FakeTokenizer()
         self.embedding, self.vocabulary, self._vocab_emb, self._vocab_cache = None, [], None, {}
 
-    def set_image(self, image):
-        self.embedding = ImageEmbedding(self.model.encode_image(image), image.shape[:2], image.shape[:2],
-                                        image.shape[:2])
-        return self.embedding
+    def encode(self, image):
+        return ImageEmbedding(self.model.encode_image(image), image.shape[:2], image.shape[:2],
+                              image.shape[:2], image=image)
 
 
 def draw(boxes) -> np.ndarray:
@@ -431,6 +430,27 @@ def test_add_refine_replace_remove_clear_and_errors():
     tr.clear()
     assert tr.tracks == [] and tr.update(emb2, 0.2) == []
     assert tr.add(click(img, 1), emb2, 0.2).id == 3              # ids keep counting after clear
+
+
+@pytest.mark.parametrize("zoom", [True, False])
+def test_refine_answers_on_a_crop_encoded_once_per_image(zoom):
+    pred = FakePredictor()
+    tr = ObjectTracker(pred, zoom=zoom)
+    img = draw({1: (8, 8, 20, 16), 2: (60, 40, 20, 20)})
+    emb = pred.set_image(img)
+    tr.add(click(img, 2), emb, 0.0)
+    crops = []
+    enc = pred.encode
+    pred.encode = lambda im: (crops.append(im.shape) if im.shape[:2] != (H, W) else None) or enc(im)
+    t = tr.refine(1, VisualPrompt(points=[[70, 50]], labels=[1]), emb, 0.0)
+    t = tr.refine(1, VisualPrompt(points=[[65, 45]], labels=[1]), emb, 0.0)     # same image, same crop
+    assert iou(t.mask, ids_of(img) == 2) > 0.9
+    if zoom:
+        assert len(crops) == 1 and crops[0][0] < H and crops[0][1] < W
+        tr.refine(1, VisualPrompt(points=[[70, 50]], labels=[1]), pred.set_image(img), 0.1)
+        assert len(crops) == 2                                    # a new image: a new crop
+    else:
+        assert crops == []
 
 
 def test_user_prompt_wins_pixels_on_its_image():

@@ -5,6 +5,7 @@ and keeps the result; every `predict_*` call runs only the prompt decoder. Resul
 original image resolution."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -16,7 +17,7 @@ from torch import Tensor
 from ..model.decoder import DecoderOutput, ImageFeatures, SpatialTokens
 from ..model.language import Tokenizer
 from ..model.seem import SeemModel
-from .prompts import VisualPrompt, rasterize
+from .prompts import PromptError, VisualPrompt, rasterize, resize_mask
 
 BACKGROUND = "background"
 OTHERS = "others"
@@ -30,6 +31,7 @@ class ImageEmbedding:
     input_size: Tuple[int, int]       # after resizing to the short side
     padded_size: Tuple[int, int]      # after padding to a multiple of 32
     colour: Optional[Tensor] = None   # [3, h, w] mean RGB (0..1) per cell of the mask-feature grid
+    image: Optional[np.ndarray] = None  # [H, W, 3] the image itself (a zoomed prediction crops it)
 
 
 @dataclass
@@ -46,6 +48,46 @@ class Segmentation:
 
     def __len__(self) -> int:
         return len(self.masks)
+
+
+@dataclass
+class Zoom:
+    """A crop of an image encoded on its own (`SeemPredictor.predict_zoomed`): one object seen
+    larger. The caller keeps it between corrective rounds on the same image, so that the crop is
+    encoded once while it still covers the object and the clicks."""
+    box: Tuple[int, int, int, int]    # x0, y0, x1, y1 (exclusive) in the full image
+    source: "weakref.ref"             # the full image's ImageEmbedding
+    embedding: ImageEmbedding         # the crop's
+    logits: Tensor                    # [h, w] the last round's logits on the crop's grid: its memory
+
+
+# Crop of a zoomed prediction: the object's and the prompt's box grown this much, at least this
+# fraction of the image's width, with the image's aspect ratio. Chosen on tuning scenes (seeds
+# 950000+), clicks with the bundled model: NoC@85 10.39 -> 6.41 (1.6, 1/3); 6.94 (1.3, 1/4),
+# 6.67 (2.0, 1/3), 6.73 (1.6, 1/2).
+ZOOM_EXPAND = 1.6
+ZOOM_MIN_FRACTION = 1 / 3
+
+
+def zoom_box(mask: Optional[np.ndarray], prompt: VisualPrompt, size: Tuple[int, int],
+             expand: float = ZOOM_EXPAND, min_fraction: float = ZOOM_MIN_FRACTION) -> Tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the crop around `mask` ([H, W] bool, may be None) and everything
+    `prompt` marks, grown by `expand`, at least `min_fraction` of the image wide, with the
+    image's aspect ratio, moved inside the image."""
+    h, w = size
+    pts = prompt.extent()
+    pts = np.zeros((0, 2)) if pts is None else np.clip(pts, 0, (w, h))
+    if mask is not None and mask.any():
+        ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        pts = np.concatenate([pts, [[xs[0], ys[0]], [xs[-1] + 1, ys[-1] + 1]]])
+    if not len(pts):
+        raise PromptError("nothing to zoom on: an empty mask and a prompt that marks nothing")
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    cw = min(max((x1 - x0) * expand, (y1 - y0) * expand * w / h, min_fraction * w), w)
+    ch = cw * h / w
+    cx, cy = np.clip((x0 + x1) / 2, cw / 2, w - cw / 2), np.clip((y0 + y1) / 2, ch / 2, h - ch / 2)
+    return (max(0, int(np.floor(cx - cw / 2))), max(0, int(np.floor(cy - ch / 2))),
+            min(w, int(np.ceil(cx + cw / 2))), min(h, int(np.ceil(cy + ch / 2))))
 
 
 @dataclass
@@ -82,6 +124,12 @@ class SeemPredictor:
     @torch.inference_mode()
     def set_image(self, image: np.ndarray) -> ImageEmbedding:
         """image: [H, W, 3] uint8 RGB. Runs the image encoder once and caches the result."""
+        self.embedding = self.encode(image)
+        return self.embedding
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """set_image without making the result the current image."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
@@ -101,8 +149,7 @@ class SeemPredictor:
         # black one by them (the features' appearance barely does).
         col = F.avg_pool2d(x[0] / 255.0, 4, ceil_mode=True)[:, :h4, :w4]
         col = F.pad(col, (0, w4 - col.shape[-1], 0, h4 - col.shape[-2]))
-        self.embedding = ImageEmbedding(feats, (h, w), (ih, iw), (h4 * 4, w4 * 4), col)
-        return self.embedding
+        return ImageEmbedding(feats, (h, w), (ih, iw), (h4 * 4, w4 * 4), col, image)
 
     def _emb(self, embedding: Optional[ImageEmbedding]) -> ImageEmbedding:
         emb = embedding or self.embedding
@@ -209,6 +256,62 @@ class SeemPredictor:
             memory = memory[None]
         out = self.model.decode(emb.features, spatial=tokens, memory=memory)
         return self._result(out.prompt_masks[0], out.prompt_embeds[0], emb, out.prompt_choice[0])
+
+    @torch.inference_mode()
+    def mask_memory(self, masks: np.ndarray, embedding: Optional[ImageEmbedding] = None) -> Tensor:
+        """Masks [N, H, W] (or one [H, W]) as memory logits [N, h, w] on the embedding's grid,
+        as training feeds a previous mask: rasterised at the padded input size, +-4, averaged
+        down to the mask-feature grid."""
+        emb = self._emb(embedding)
+        masks = np.asarray(masks, bool).reshape(-1, *emb.orig_size)
+        (ih, iw), (ph, pw) = emb.input_size, emb.padded_size
+        pos = np.zeros((len(masks), ph, pw), bool)
+        for p, m in zip(pos, masks):
+            p[:ih, :iw] = resize_mask(m, (ih, iw))
+        mem = torch.from_numpy(pos).to(self.device).float() * 8 - 4
+        return F.adaptive_avg_pool2d(mem, emb.features.mask_features.shape[-2:])
+
+    @torch.inference_mode()
+    def predict_zoomed(self, prompt: VisualPrompt, mask: Optional[np.ndarray] = None,
+                       embedding: Optional[ImageEmbedding] = None,
+                       zoom: Optional[Zoom] = None) -> Tuple[Segmentation, Zoom]:
+        """One object's prompt answered on a crop around its current `mask` and the prompt
+        (`zoom_box`), the crop encoded at the model's input size: the object is seen up to three
+        times larger. For corrective clicks, where it counts: at full size later clicks barely
+        change the mask (tuning scenes, NoC@85 10.39 -> 6.41), while a first prompt gains
+        nothing. `mask` (the result of the round before, at full size) is the memory prompt;
+        pass the returned `Zoom` back with the next round on the same image, which reuses the
+        crop's encoding and its logits as memory while the crop still covers everything. One
+        more image encoding per new crop. The result is at full size: masks pasted, logits on
+        the full image's grid (the next frame's memory)."""
+        emb = self._emb(embedding)
+        if emb.image is None:
+            raise ValueError("predict_zoomed needs the embedding's image (made by set_image / encode)")
+        box = zoom_box(mask, prompt, emb.orig_size)
+        x0, y0, x1, y1 = box
+        if zoom is not None and zoom.source() is emb and zoom.box == box:
+            crop, memory = zoom.embedding, zoom.logits[None]
+        else:
+            crop = self.encode(emb.image[y0:y1, x0:x1])
+            inside = None if mask is None else np.asarray(mask, bool)[y0:y1, x0:x1]
+            memory = self.mask_memory(inside, crop) if inside is not None and inside.any() else None
+        seg = self.predict([prompt.cropped(box)], memory=memory, embedding=crop)
+        full = torch.full((1, *emb.orig_size), -2 * 4.0, device=self.device)   # outside: background
+        full[:, y0:y1, x0:x1] = self.upsample(seg.logits.float(), crop)
+        masks = np.zeros((1, *emb.orig_size), bool)
+        masks[:, y0:y1, x0:x1] = seg.masks
+        out = Segmentation(masks, seg.scores, seg.labels, seg.label_ids, seg.label_scores, seg.embeddings,
+                           self._downsample(full, emb), seg.query_index)
+        return out, Zoom(box, weakref.ref(emb), crop, seg.logits[0])
+
+    def _downsample(self, full: Tensor, emb: ImageEmbedding) -> Tensor:
+        """Logits at the original size [N, H, W] -> the embedding's grid [N, h, w] (the inverse
+        of `upsample`, padding as background)."""
+        x = F.interpolate(full[None], size=emb.input_size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        ph, pw = emb.padded_size
+        x = F.pad(x, (0, pw - x.shape[-1], 0, ph - x.shape[-2]), value=float(full.min()))
+        return F.adaptive_avg_pool2d(x, emb.features.mask_features.shape[-2:])[0].to(self.dtype)
 
     @torch.inference_mode()
     def reference_tokens(self, prompts: Sequence[VisualPrompt], embedding: ImageEmbedding) -> SpatialTokens:

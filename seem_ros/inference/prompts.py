@@ -37,6 +37,29 @@ class VisualPrompt:
                             list(self.scribbles), list(self.polygons), self.mask, self.negative_mask,
                             list(self.negative_scribbles))
 
+    def cropped(self, box: Tuple[int, int, int, int]) -> "VisualPrompt":
+        """The same prompt in the pixels of the crop box = (x0, y0, x1, y1) of its image."""
+        x0, y0, x1, y1 = box
+        xy = lambda a: None if a is None else np.asarray(a, np.float64).reshape(-1, 2) - (x0, y0)
+        crop = lambda m: None if m is None else np.asarray(m)[y0:y1, x0:x1]
+        return VisualPrompt(xy(self.points), self.labels,
+                            None if self.boxes is None else np.asarray(self.boxes, np.float64).reshape(-1, 4) - (x0, y0, x0, y0),
+                            [xy(s) for s in self.scribbles], [xy(p) for p in self.polygons],
+                            crop(self.mask), crop(self.negative_mask), [xy(s) for s in self.negative_scribbles])
+
+    def extent(self) -> Optional[np.ndarray]:
+        """[K, 2] (x, y) corners of everything the prompt marks (points of either label, boxes,
+        lines, the masks' bounding boxes); None when it marks nothing."""
+        parts = [np.asarray(a, np.float64).reshape(-1, 2) for a in (self.points, self.boxes) if _n(a)]
+        parts += [np.asarray(s, np.float64).reshape(-1, 2)
+                  for s in (*self.scribbles, *self.polygons, *self.negative_scribbles)]
+        for m in (self.mask, self.negative_mask):
+            if m is not None and np.asarray(m).any():
+                ys, xs = np.nonzero(np.asarray(m).any(1))[0], np.nonzero(np.asarray(m).any(0))[0]
+                parts.append(np.array([[xs[0], ys[0]], [xs[-1] + 1, ys[-1] + 1]], np.float64))
+        parts = [p for p in parts if len(p)]
+        return np.concatenate(parts) if parts else None
+
 
 def _n(a) -> int:
     return 0 if a is None else int(np.asarray(a).size)

@@ -76,6 +76,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
     "sync_slop_s": (0.02, "depth/camera_info are paired with colour within this stamp difference", True),
     "min_pose_points": (20, "valid depth pixels needed for a pose", True),
     "pose_rim_px": (POSE_RIM_PX, "a mask's rim this wide (pixels at 480 rows, scaled) is left out of its pose", True),
+    "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
+                          "one more image encoding each", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
 }
 
@@ -220,7 +222,8 @@ class SeemNode(LifecycleNode):
                           min_score=self._param("score_threshold"),
                           panoptic_threshold=self._param("panoptic_threshold"),
                           lost_timeout_s=self._param("lost_timeout_s"),
-                          min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"))
+                          min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"),
+                          zoom_refine=self._param("zoom_refine"))
 
     def _init_tf(self) -> None:
         """tf2 brings RViz clicks from the fixed frame into the camera frame. Without it (e.g. the
@@ -277,7 +280,7 @@ class SeemNode(LifecycleNode):
             per.configure(mode=value)
         elif name == "score_threshold":
             per.configure(min_score=value)
-        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s"):
+        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s", "zoom_refine"):
             per.configure(**{name: value})
         elif name == "min_pose_points":
             per.min_pose_points = int(value)

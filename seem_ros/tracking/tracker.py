@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation
+from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation, Zoom
 from ..inference.prompts import PromptError, VisualPrompt, rasterize, resize_mask
 from ..model.decoder import GroundingTokens, SpatialTokens
 
@@ -95,6 +95,7 @@ class _Object:
     lost_since: Optional[float] = None
     seen: Optional[weakref.ref] = None          # embedding of the last segmentation
     round_prompt: Optional[VisualPrompt] = None  # accumulated corrective clicks on `seen`
+    zoom: Optional[Zoom] = None                 # the crop its corrective clicks were answered on
 
     def on(self, emb: ImageEmbedding) -> bool:
         return self.seen is not None and self.seen() is emb
@@ -156,6 +157,9 @@ class ObjectTracker:
     colour_gate: in re-identification a lost object whose mean colour (RGB, 0..1 a channel) is
         farther than this beyond the closest-coloured lost object's from a region's does not
         compete for it (see _reacquire).
+    zoom: corrective prompts (`refine`) are answered on a crop around the object
+        (`SeemPredictor.predict_zoomed`): one more image encoding per refinement, and corrective
+        clicks then do what the user asks far more often (held-out NoC@85 8.23 -> see README).
     token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
         512 per image, shared by its prompts, as the model was trained); self-attention cost
         grows with the square of it."""
@@ -168,7 +172,7 @@ class ObjectTracker:
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
                  reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
                  position_weight: float = 2.0, colour_gate: float = 0.2,
-                 token_budget: int = 512):
+                 token_budget: int = 512, zoom: bool = True):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
         if propagate not in PROPAGATE:
@@ -201,6 +205,7 @@ class ObjectTracker:
         self.edge_margin = float(edge_margin)
         self.colour_gate = float(colour_gate)
         self.token_budget = int(token_budget)
+        self.zoom = bool(zoom)
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
@@ -249,9 +254,13 @@ class ObjectTracker:
             if obj.mask is None:
                 raise ValueError(f"object {obj_id} is lost: a refinement needs positive evidence (a positive click, box, ...)")
             prompt = _merge(VisualPrompt(mask=_carve(obj.mask, prompt, embedding.orig_size)), prompt)
-        memory = obj.logits[None] if obj.logits is not None else None
         try:
-            seg = self.predictor.predict([prompt], memory=memory, embedding=embedding)
+            if self.zoom:
+                mask = None if obj.mask is None else _fit(obj.mask, embedding.orig_size)
+                seg, obj.zoom = self.predictor.predict_zoomed(prompt, mask, embedding, obj.zoom if same else None)
+            else:
+                memory = obj.logits[None] if obj.logits is not None else None
+                seg = self.predictor.predict([prompt], memory=memory, embedding=embedding)
         except PromptError as e:
             raise ValueError(f"bad refine prompt for object {obj_id}: {e}") from e
         obj.round_prompt = prompt

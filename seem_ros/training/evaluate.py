@@ -41,13 +41,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 from ..geometry.pose import estimate_pose, rim_px
 from ..inference.predictor import ImageEmbedding, SeemPredictor
-from ..inference.prompts import VisualPrompt, rasterize
+from ..inference.prompts import VisualPrompt
 from ..sim import TABLE_CLASS, Frame, Scene, look_at, make_scene, render
 from ..sim.camera import rot_z
 from .clicks import border_distance, iou, next_click
@@ -226,14 +225,6 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
 
 
-def mask_memory(emb: ImageEmbedding, mask: np.ndarray) -> torch.Tensor:
-    """A mask as memory logits [1, h, w], exactly as training feeds the tracker's previous mask:
-    rasterised at the padded input size, +-4, averaged down to the mask-feature grid."""
-    pos, _ = rasterize([VisualPrompt(mask=mask)], emb.orig_size, emb.input_size, emb.padded_size)
-    mem = torch.from_numpy(pos).float() * 8 - 4
-    return F.adaptive_avg_pool2d(mem, emb.features.mask_features.shape[-2:])
-
-
 def other_view(scene: Scene, rng: np.random.Generator) -> Scene:
     """The scene from a camera orbited 15-30 degrees (either way) about the table point the
     camera looks at, its height kept; the first orbit clear of every object."""
@@ -297,18 +288,22 @@ class TextEval(Evaluator):
 
 
 def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, max_clicks: int = MAX_CLICKS,
-               stop_at: float = 0.9) -> Tuple[List[float], np.ndarray]:
+               stop_at: float = 0.9, zoom: bool = True) -> Tuple[List[float], np.ndarray]:
     """IoU after each click of SEEM's simulated user (stops once IoU >= stop_at), and the
-    first click's mask."""
+    first click's mask. `zoom`: corrective clicks on a crop around the mask, as the node and the
+    tracker refine (`SeemPredictor.predict_zoomed`); else on the whole image, as SEEM does."""
     pred = np.zeros_like(gt)
-    prompt, memory, ious, first = None, None, [], None
+    prompt, memory, ious, first, crop = None, None, [], None, None
     for _ in range(max_clicks):
         c = next_click(pred, gt)
         if c is None:                   # exact: every further click keeps it so
             break
         xy, label = c
         prompt = VisualPrompt(points=xy[None], labels=[label]) if prompt is None else prompt.with_points([xy], [label])
-        seg = predictor.predict([prompt], memory=memory, embedding=emb)
+        if zoom and first is not None:
+            seg, crop = predictor.predict_zoomed(prompt, pred, emb, crop)
+        else:
+            seg = predictor.predict([prompt], memory=memory, embedding=emb)
         memory, pred = seg.logits, seg.masks[0]
         first = pred if first is None else first
         ious.append(iou(pred, gt))
@@ -320,21 +315,22 @@ def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, ma
 class ClickEval(Evaluator):
     name = "clicks"
 
-    def __init__(self, max_clicks: int = MAX_CLICKS, thresholds=(0.85, 0.9)):
+    def __init__(self, max_clicks: int = MAX_CLICKS, thresholds=(0.85, 0.9), zoom: bool = True):
         super().__init__()
-        self.max_clicks, self.thresholds = max_clicks, thresholds
+        self.max_clicks, self.thresholds, self.zoom = max_clicks, thresholds, zoom
         self.runs: List[List[float]] = []
 
     def add(self, predictor, item):
         f, emb = item.frame, item.encode(predictor)
         masks = item.cache.setdefault("click", {})
         for o in eval_objects(f):
-            ious, first = click_ious(predictor, emb, f.instance == o.id, self.max_clicks, max(self.thresholds))
+            ious, first = click_ious(predictor, emb, f.instance == o.id, self.max_clicks, max(self.thresholds),
+                                     zoom=self.zoom)
             self.runs.append(ious)
             masks[o.id] = first
 
     def result(self):
-        out = {"n": len(self.runs), "miou1": miou([r[0] for r in self.runs])}
+        out = {"n": len(self.runs), "miou1": miou([r[0] for r in self.runs]), "zoom": self.zoom}
         for t in self.thresholds:
             n = [noc(r, t, self.max_clicks) for r in self.runs]
             out[f"noc{round(100 * t)}"] = float(np.mean(n)) if n else float("nan")
@@ -369,7 +365,7 @@ class PromptEval(Evaluator):
                 pm = perturb_mask(gt, rng, self.strength)
                 self.input_ious.append(iou(pm, gt))
                 p = VisualPrompt(mask=pm)
-                memory = mask_memory(emb, pm) if self.kind == "mask+memory" else None
+                memory = predictor.mask_memory(pm, emb) if self.kind == "mask+memory" else None
             self.ious.append(iou(predictor.predict([p], memory=memory, embedding=emb).masks[0], gt))
 
     def result(self):
@@ -505,9 +501,9 @@ class PoseEval(Evaluator):
         return out
 
 
-def default_evaluators(score_threshold: Optional[float] = None) -> List[Evaluator]:
+def default_evaluators(score_threshold: Optional[float] = None, zoom: bool = True) -> List[Evaluator]:
     # Text and clicks before pose: pose reuses their masks.
-    return [TextEval(), ClickEval(), *[PromptEval(k) for k in PromptEval.KINDS], ReferenceEval(),
+    return [TextEval(), ClickEval(zoom=zoom), *[PromptEval(k) for k in PromptEval.KINDS], ReferenceEval(),
             PanopticEval(score_threshold), SemanticEval(), PoseEval()]
 
 
@@ -573,7 +569,8 @@ def table_rows(res: Dict[str, dict]) -> List[Tuple[str, str, float, str, str]]:
         rows += [("text", "mIoU", r["miou"], r["n"], forms), ("text", "acc@0.5", r["acc50"], r["n"], "")]
     if "clicks" in res:
         r = res["clicks"]
-        rows += [("clicks", "NoC@85", r["noc85"], r["n"], f"not reached in {MAX_CLICKS}: {100 * r['fail85']:.0f}%"),
+        how = "; corrective clicks zoomed" if r.get("zoom") else "; whole image"
+        rows += [("clicks", "NoC@85", r["noc85"], r["n"], f"not reached in {MAX_CLICKS}: {100 * r['fail85']:.0f}%{how}"),
                  ("clicks", "NoC@90", r["noc90"], r["n"], f"not reached in {MAX_CLICKS}: {100 * r['fail90']:.0f}%"),
                  ("clicks", "1-click mIoU", r["miou1"], r["n"], "")]
     for k in PromptEval.KINDS:
@@ -647,12 +644,14 @@ def main(argv=None) -> int:
                     help="panoptic confidence threshold (default: the checkpoint's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (README)")
+    ap.add_argument("--no-zoom", action="store_true",
+                    help="corrective clicks on the whole image (SEEM's way), not on a crop (the node's)")
     a = ap.parse_args(argv)
     if a.seed_start < 0 or a.seed_start + a.scenes > TRAIN_SEED_BASE:
         ap.error(f"seeds must lie in [0, {TRAIN_SEED_BASE}): those above are training data")
     dev = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
     predictor = load_predictor(a.checkpoint, dev)
-    evaluators = default_evaluators(a.score_threshold)
+    evaluators = default_evaluators(a.score_threshold, zoom=not a.no_zoom)
     host = machine()
     t0 = time.time()
 
