@@ -453,6 +453,25 @@ def test_refine_answers_on_a_crop_encoded_once_per_image(zoom):
         assert crops == []
 
 
+def test_evaluation_scores_clicks_as_the_node_answers_them():
+    """The model covers a second, identical-looking object too (same id colour, apart in the
+    image); the node's tracker keeps only the part the user clicked, and the evaluation's
+    default path must score that mask, the model-only path the model's."""
+    from seem_ros.training.evaluate import click_ious, node_mask
+    pred = FakePredictor()
+    img = draw({1: (8, 8, 20, 16), 2: (60, 40, 20, 20)})
+    img[70:90, 100:120, 0] = 10                              # a look-alike of object 1
+    gt = np.zeros(img.shape[:2], bool)
+    gt[8:24, 8:28] = True
+    emb = pred.set_image(img)
+    node, first = click_ious(pred, emb, gt, max_clicks=1)
+    model, _ = click_ious(pred, emb, gt, max_clicks=1, node=False)
+    assert node[0] > 0.95 and iou(first, gt) == node[0]
+    assert model[0] < 0.5                                    # 320 of its 720 pixels are the object
+    m = node_mask(pred, emb, ObjectPrompt("box", visual=VisualPrompt(boxes=[[8, 8, 28, 24]])))
+    assert iou(m, gt) > 0.95
+
+
 def test_user_prompt_wins_pixels_on_its_image():
     pred = FakePredictor(bleed=True)                             # neighbours' masks overlap
     tr = ObjectTracker(pred, components=False)

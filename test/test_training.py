@@ -380,6 +380,9 @@ class Oracle:
         ids = f.instance[pos[0] & (f.instance > 0)]
         return self._seg(f, np.bincount(ids).argmax())   # the object under most of the prompt
 
+    def mask_memory(self, masks, embedding):
+        return torch.zeros(1, H // 4, W // 4)
+
     def panoptic(self, embedding, score_threshold=0.8, stuff=()):
         f = embedding.frame
         seg, classes, _ = ev.panoptic_gt(f)
@@ -394,8 +397,10 @@ class Oracle:
 def test_evaluation_of_a_perfect_and_an_empty_predictor():
     items = list(ev.make_items(range(7, 10), W, H))
     frames = [i.frame for i in items]
-    evs = [ev.TextEval(), ev.ClickEval(), *[ev.PromptEval(k) for k in ev.PromptEval.KINDS],
-           ev.PanopticEval(), ev.SemanticEval(), ev.PoseEval()]
+    # The oracle answers the model's calls; the node's path (the tracker) is tested in test_tracking.
+    evs = [ev.TextEval(node=False), ev.ClickEval(node=False, zoom=False),
+           *[ev.PromptEval(k, node=False) for k in ev.PromptEval.KINDS],
+           ev.PanopticEval(), ev.SemanticEval(), ev.PoseEval(node=False)]
     r = ev.run(Oracle(frames), items, evs)
     assert r["text"]["n"] > 0 and r["text"]["miou"] == 1 and r["text"]["acc50"] == 1
     assert r["clicks"]["noc85"] == 1 and r["clicks"]["noc90"] == 1 and r["clicks"]["miou1"] == 1
@@ -408,7 +413,8 @@ def test_evaluation_of_a_perfect_and_an_empty_predictor():
     assert "| text | mIoU | 1.00 | >= 0.85 | pass |" in table and "| clicks | NoC@90 | 1.00 | <= 3 | pass |" in table
 
     items = list(ev.make_items(range(7, 10), W, H))
-    r = ev.run(Oracle(frames, wrong=True), items, [ev.TextEval(), ev.ClickEval(max_clicks=5), ev.PoseEval()])
+    r = ev.run(Oracle(frames, wrong=True), items, [ev.TextEval(node=False), ev.ClickEval(max_clicks=5, node=False, zoom=False),
+                                                   ev.PoseEval(node=False)])
     assert r["text"]["miou"] == 0 and r["text"]["acc50"] == 0
     assert r["clicks"]["noc85"] == 5 and r["clicks"]["fail90"] == 1
     assert r["pose"]["text"]["failures"] == r["pose"]["text"]["n"] > 0      # no mask, no pose
@@ -417,7 +423,7 @@ def test_evaluation_of_a_perfect_and_an_empty_predictor():
 
 def test_pose_row_alone_on_bare_frames():
     frames = [i.frame for i in ev.make_items(range(7, 9), W, H)]
-    r = ev.evaluate_pose(Oracle(frames), frames)         # predicts its own text and click masks
+    r = ev.evaluate_pose(Oracle(frames), frames, node=False)   # predicts its own text and click masks
     assert r["click"]["n"] == r["true mask"]["n"] > 0 and r["click"]["median_cm"] == r["true mask"]["median_cm"]
     assert 0 < r["text"]["n"] <= r["true mask"]["n"] and r["text"]["failures"] == 0
     assert ev.evaluate_reference(Oracle(frames), frames)["n"] == 0     # needs the scene: skipped

@@ -7,13 +7,17 @@ the node accepts, each with its metric, target and pass/fail.
 Held out: scenes use seeds seed_start.. < TRAIN_SEED_BASE (training renders seeds >= it).
 Objects count when >= 400 pixels are visible (scaled with the image area); smaller ones are void.
 
-Protocols (every prompt names one object, as the node's Prompt message does):
+Protocols (every prompt names one object, as the node's Prompt message does). Masks are the ones
+the node publishes (the tracker's: of the model's mask only the connected parts that touch the
+prompt, for text the best part; corrective clicks refine the object on a crop around it);
+`--model-only` scores the model's masks alone, corrective clicks on the whole image with the
+previous round's logits as memory (`--no-zoom` keeps the node's path but not its crop):
   text       every unambiguous form of referring_phrases ("<colour> <shape>", "<shape>",
              "<colour> object"; ambiguous = another visible object fits it), random prefix
              ("pick up the ..."), one phrase per call: mIoU and accuracy@0.5.
   clicks     SEEM/RITM: first click at the most interior pixel, each next one at the most interior
-             pixel of the largest error, positive or negative, clicks accumulate, memory = the
-             previous round's logits; stop at IoU 0.9 or 20 clicks. NoC@85/90 (20 when never
+             pixel of the largest error, positive or negative, clicks accumulate; stop at IoU 0.9
+             or 20 clicks. NoC@85/90 (20 when never
              reached) and 1-click mIoU.
   box, scribble, polygon: the tight box; a straight stroke along the object's main axis through
              its most interior pixel; the convex hull outline.
@@ -49,6 +53,7 @@ from ..inference.predictor import ImageEmbedding, SeemPredictor
 from ..inference.prompts import VisualPrompt
 from ..sim import TABLE_CLASS, Frame, Scene, look_at, make_scene, render
 from ..sim.camera import rot_z
+from ..tracking.tracker import ObjectPrompt, ObjectTracker
 from .clicks import border_distance, iou, next_click
 from .data import PREFIXES, TRAIN_SEED_BASE, VOCABULARY, perturb_mask
 
@@ -259,12 +264,19 @@ class Evaluator:
         raise NotImplementedError
 
 
+def node_mask(predictor: SeemPredictor, emb: ImageEmbedding, prompt: ObjectPrompt) -> np.ndarray:
+    """The mask the node publishes for a new object with this prompt: the tracker's (the model's
+    mask, only its connected parts that touch the prompt kept; for text the best part)."""
+    t = ObjectTracker(predictor).add(prompt, emb, 0.0)
+    return t.mask if t.mask is not None else np.zeros(emb.orig_size, bool)
+
+
 class TextEval(Evaluator):
     name = "text"
 
-    def __init__(self):
+    def __init__(self, node: bool = True):
         super().__init__()
-        self.ious, self.forms = [], []
+        self.ious, self.forms, self.node = [], [], node
 
     def add(self, predictor, item):
         f, emb = item.frame, item.encode(predictor)
@@ -274,11 +286,13 @@ class TextEval(Evaluator):
         for o in eval_objects(f):
             gt = f.instance == o.id
             for form, text in phrase_forms(o, visible):
-                seg = predictor.predict_text([str(rng.choice(PREFIXES)) + text], embedding=emb)
-                self.ious.append(iou(seg.masks[0], gt))
+                phrase = str(rng.choice(PREFIXES)) + text
+                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase)) if self.node
+                     else predictor.predict_text([phrase], embedding=emb).masks[0])
+                self.ious.append(iou(m, gt))
                 self.forms.append(form)
                 if form == "colour shape":
-                    masks[o.id] = seg.masks[0]
+                    masks[o.id] = m
 
     def result(self):
         ious, forms = np.asarray(self.ious), np.asarray(self.forms)
@@ -288,17 +302,30 @@ class TextEval(Evaluator):
 
 
 def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, max_clicks: int = MAX_CLICKS,
-               stop_at: float = 0.9, zoom: bool = True) -> Tuple[List[float], np.ndarray]:
+               stop_at: float = 0.9, zoom: bool = True, node: bool = True) -> Tuple[List[float], np.ndarray]:
     """IoU after each click of SEEM's simulated user (stops once IoU >= stop_at), and the
-    first click's mask. `zoom`: corrective clicks on a crop around the mask, as the node and the
-    tracker refine (`SeemPredictor.predict_zoomed`); else on the whole image, as SEEM does."""
+    first click's mask. `node`: as the node answers them (the tracker: add the object, then
+    refine it with each corrective click); else the model's masks alone. `zoom`: corrective
+    clicks on a crop around the mask (`SeemPredictor.predict_zoomed`, the node's default); else
+    on the whole image, as SEEM does."""
     pred = np.zeros_like(gt)
     prompt, memory, ious, first, crop = None, None, [], None, None
+    tracker, oid = ObjectTracker(predictor, zoom=zoom) if node else None, None
     for _ in range(max_clicks):
         c = next_click(pred, gt)
         if c is None:                   # exact: every further click keeps it so
             break
         xy, label = c
+        if node:
+            click = VisualPrompt(points=xy[None], labels=[label])
+            t = (tracker.add(ObjectPrompt("point", visual=click), emb, 0.0) if oid is None
+                 else tracker.refine(oid, click, emb, 0.0))
+            oid, pred = t.id, (t.mask if t.mask is not None else np.zeros_like(gt))
+            first = pred if first is None else first
+            ious.append(iou(pred, gt))
+            if ious[-1] >= stop_at:
+                break
+            continue
         prompt = VisualPrompt(points=xy[None], labels=[label]) if prompt is None else prompt.with_points([xy], [label])
         if zoom and first is not None:
             seg, crop = predictor.predict_zoomed(prompt, pred, emb, crop)
@@ -315,9 +342,9 @@ def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, ma
 class ClickEval(Evaluator):
     name = "clicks"
 
-    def __init__(self, max_clicks: int = MAX_CLICKS, thresholds=(0.85, 0.9), zoom: bool = True):
+    def __init__(self, max_clicks: int = MAX_CLICKS, thresholds=(0.85, 0.9), zoom: bool = True, node: bool = True):
         super().__init__()
-        self.max_clicks, self.thresholds, self.zoom = max_clicks, thresholds, zoom
+        self.max_clicks, self.thresholds, self.zoom, self.node = max_clicks, thresholds, zoom, node
         self.runs: List[List[float]] = []
 
     def add(self, predictor, item):
@@ -325,12 +352,12 @@ class ClickEval(Evaluator):
         masks = item.cache.setdefault("click", {})
         for o in eval_objects(f):
             ious, first = click_ious(predictor, emb, f.instance == o.id, self.max_clicks, max(self.thresholds),
-                                     zoom=self.zoom)
+                                     zoom=self.zoom, node=self.node)
             self.runs.append(ious)
             masks[o.id] = first
 
     def result(self):
-        out = {"n": len(self.runs), "miou1": miou([r[0] for r in self.runs]), "zoom": self.zoom}
+        out = {"n": len(self.runs), "miou1": miou([r[0] for r in self.runs]), "zoom": self.zoom, "node": self.node}
         for t in self.thresholds:
             n = [noc(r, t, self.max_clicks) for r in self.runs]
             out[f"noc{round(100 * t)}"] = float(np.mean(n)) if n else float("nan")
@@ -342,11 +369,12 @@ class PromptEval(Evaluator):
     """mIoU of one visual prompt per object: kind in box, scribble, polygon, mask, mask+memory."""
     KINDS = ("box", "scribble", "polygon", "mask", "mask+memory")
 
-    def __init__(self, kind: str, strength: float = 0.5):
+    def __init__(self, kind: str, strength: float = 0.5, node: bool = True):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"unknown prompt kind {kind!r}")
         self.kind, self.name, self.strength = kind, kind, strength
+        self.node = node and kind != "mask+memory"     # memory is the tracker's own, not a prompt
         self.ious, self.input_ious = [], []
 
     def add(self, predictor, item):
@@ -366,7 +394,12 @@ class PromptEval(Evaluator):
                 self.input_ious.append(iou(pm, gt))
                 p = VisualPrompt(mask=pm)
                 memory = predictor.mask_memory(pm, emb) if self.kind == "mask+memory" else None
-            self.ious.append(iou(predictor.predict([p], memory=memory, embedding=emb).masks[0], gt))
+            if self.node:
+                kind = {"polygon": "scribble"}.get(self.kind, self.kind)   # as the node names a polygon
+                m = node_mask(predictor, emb, ObjectPrompt(kind, visual=p))
+            else:
+                m = predictor.predict([p], memory=memory, embedding=emb).masks[0]
+            self.ious.append(iou(m, gt))
 
     def result(self):
         out = {"miou": miou(self.ious), "n": len(self.ious)}
@@ -463,9 +496,10 @@ class PoseEval(Evaluator):
     when they ran on the same scene (else predicted here), and on the true mask."""
     name = "pose"
 
-    def __init__(self):
+    def __init__(self, node: bool = True):
         super().__init__()
         self.errors = {"text": [], "click": [], "true mask": []}
+        self.node = node
 
     def add(self, predictor, item):
         f = item.frame
@@ -477,13 +511,15 @@ class PoseEval(Evaluator):
             m = item.cache.get("text", {}).get(o.id)
             if m is None and "text" not in item.cache and any(k == "colour shape" for k, _ in phrase_forms(o, visible)):
                 emb = emb or item.encode(predictor)
-                m = predictor.predict_text([f"{o.colour} {o.shape_name}"], embedding=emb).masks[0]
+                phrase = f"{o.colour} {o.shape_name}"
+                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase)) if self.node
+                     else predictor.predict_text([phrase], embedding=emb).masks[0])
             if m is not None:
                 masks["text"] = m
             m = item.cache.get("click", {}).get(o.id)
             if m is None and "click" not in item.cache:
                 emb = emb or item.encode(predictor)
-                m = click_ious(predictor, emb, gt, max_clicks=1)[1]
+                m = click_ious(predictor, emb, gt, max_clicks=1, node=self.node)[1]
             if m is not None:
                 masks["click"] = m
             for k, m in masks.items():
@@ -501,10 +537,12 @@ class PoseEval(Evaluator):
         return out
 
 
-def default_evaluators(score_threshold: Optional[float] = None, zoom: bool = True) -> List[Evaluator]:
+def default_evaluators(score_threshold: Optional[float] = None, zoom: bool = True,
+                       node: bool = True) -> List[Evaluator]:
     # Text and clicks before pose: pose reuses their masks.
-    return [TextEval(), ClickEval(zoom=zoom), *[PromptEval(k) for k in PromptEval.KINDS], ReferenceEval(),
-            PanopticEval(score_threshold), SemanticEval(), PoseEval()]
+    return [TextEval(node), ClickEval(zoom=zoom, node=node), *[PromptEval(k, node=node) for k in PromptEval.KINDS],
+            ReferenceEval(),
+            PanopticEval(score_threshold), SemanticEval(), PoseEval(node)]
 
 
 def run(predictor: SeemPredictor, items: Iterable, evaluators: Sequence[Evaluator],
@@ -526,16 +564,16 @@ def run(predictor: SeemPredictor, items: Iterable, evaluators: Sequence[Evaluato
 
 
 # Importable one-liners: frames are Items (make_items) or bare rendered Frames.
-def evaluate_text(predictor, frames) -> dict:
-    return run(predictor, frames, [TextEval()])["text"]
+def evaluate_text(predictor, frames, node: bool = True) -> dict:
+    return run(predictor, frames, [TextEval(node)])["text"]
 
 
-def evaluate_clicks(predictor, frames, max_clicks: int = MAX_CLICKS) -> dict:
-    return run(predictor, frames, [ClickEval(max_clicks)])["clicks"]
+def evaluate_clicks(predictor, frames, max_clicks: int = MAX_CLICKS, node: bool = True) -> dict:
+    return run(predictor, frames, [ClickEval(max_clicks, node=node)])["clicks"]
 
 
-def evaluate_prompt(predictor, frames, kind: str) -> dict:
-    return run(predictor, frames, [PromptEval(kind)])[kind]
+def evaluate_prompt(predictor, frames, kind: str, node: bool = True) -> dict:
+    return run(predictor, frames, [PromptEval(kind, node=node)])[kind]
 
 
 def evaluate_reference(predictor, frames) -> dict:
@@ -550,8 +588,8 @@ def evaluate_semantic(predictor, frames) -> dict:
     return run(predictor, frames, [SemanticEval()])["semantic"]
 
 
-def evaluate_pose(predictor, frames) -> dict:
-    return run(predictor, frames, [PoseEval()])["pose"]
+def evaluate_pose(predictor, frames, node: bool = True) -> dict:
+    return run(predictor, frames, [PoseEval(node)])["pose"]
 
 
 # ============================================================================ table
@@ -569,7 +607,7 @@ def table_rows(res: Dict[str, dict]) -> List[Tuple[str, str, float, str, str]]:
         rows += [("text", "mIoU", r["miou"], r["n"], forms), ("text", "acc@0.5", r["acc50"], r["n"], "")]
     if "clicks" in res:
         r = res["clicks"]
-        how = "; corrective clicks zoomed" if r.get("zoom") else "; whole image"
+        how = ("; as the node" if r.get("node") else "; model only") + (", corrective clicks zoomed" if r.get("zoom") else "")
         rows += [("clicks", "NoC@85", r["noc85"], r["n"], f"not reached in {MAX_CLICKS}: {100 * r['fail85']:.0f}%{how}"),
                  ("clicks", "NoC@90", r["noc90"], r["n"], f"not reached in {MAX_CLICKS}: {100 * r['fail90']:.0f}%"),
                  ("clicks", "1-click mIoU", r["miou1"], r["n"], "")]
@@ -646,12 +684,15 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (README)")
     ap.add_argument("--no-zoom", action="store_true",
                     help="corrective clicks on the whole image (SEEM's way), not on a crop (the node's)")
+    ap.add_argument("--model-only", action="store_true",
+                    help="the model's masks alone, not as the node publishes them (its tracker keeps "
+                         "only the parts of a mask that touch the prompt)")
     a = ap.parse_args(argv)
     if a.seed_start < 0 or a.seed_start + a.scenes > TRAIN_SEED_BASE:
         ap.error(f"seeds must lie in [0, {TRAIN_SEED_BASE}): those above are training data")
     dev = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
     predictor = load_predictor(a.checkpoint, dev)
-    evaluators = default_evaluators(a.score_threshold, zoom=not a.no_zoom)
+    evaluators = default_evaluators(a.score_threshold, zoom=not a.no_zoom, node=not a.model_only)
     host = machine()
     t0 = time.time()
 
