@@ -16,6 +16,7 @@ from typing import Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .geometry.plane import fit_support_plane
 from .geometry.pose import POSE_RIM_PX, estimate_pose, mask_box, rim_px
 from .inference.predictor import ImageEmbedding, SeemPredictor
 from .inference.prompts import PromptError, VisualPrompt
@@ -125,7 +126,7 @@ class Perception:
     def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
                  min_score: float = 0.5, panoptic_threshold: Optional[float] = None, lost_timeout_s: float = 10.0,
                  history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX,
-                 zoom_refine: bool = True):
+                 zoom_refine: bool = True, support_plane: bool = True):
         self.predictor = predictor
         self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
                                      lost_timeout_s=lost_timeout_s, zoom=zoom_refine)
@@ -133,6 +134,8 @@ class Perception:
         self.panoptic_threshold = _own_threshold(panoptic_threshold)
         self.min_pose_points = min_pose_points
         self.pose_rim_px = pose_rim_px          # see geometry.pose.POSE_RIM_PX
+        self.support_plane = support_plane      # poses in the frame of the table / floor (geometry.plane)
+        self.plane = None                       # the last frame's support plane
         self.history: Deque[Tuple[float, ImageEmbedding]] = deque(maxlen=max(1, history))
         self._panoptic_prev: List[Tuple[int, str, np.ndarray]] = []
         self._next_panoptic = PANOPTIC_ID_BASE
@@ -216,10 +219,13 @@ class Perception:
         when either is missing."""
         t0 = time.perf_counter()
         if depth is not None and K is not None:
-            for o in res.objects:
-                if o.tracked and o.mask is not None:
-                    o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box,
-                                           erode_px=rim_px(o.mask.shape[0], self.pose_rim_px))
+            objects = [o for o in res.objects if o.tracked and o.mask is not None]
+            if objects and self.support_plane:
+                self.plane = fit_support_plane(depth, K, prior=self.plane)
+            for o in objects:
+                o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box,
+                                       erode_px=rim_px(o.mask.shape[0], self.pose_rim_px),
+                                       support=self.plane if self.support_plane else None)
         res.timings["pose"] = 1000 * (time.perf_counter() - t0)
         res.timings["total"] += res.timings["pose"]
 

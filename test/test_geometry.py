@@ -7,6 +7,7 @@ from seem_ros.geometry import (PinholeCamera, backproject, depth_to_metres, esti
                                pixel_in_image, project, quat_from_R)
 from seem_ros.geometry.depth import DepthImage
 from seem_ros.geometry.evaluate import dilate, erode, pose_errors
+from seem_ros.geometry.plane import fit_support_plane
 from seem_ros.sim import make_scene, render
 from seem_ros.sim.camera import R_from_quat, intrinsics
 
@@ -260,6 +261,47 @@ def test_sim_median_position_error_within_1cm(sim_frames):
                 cen.append(np.linalg.norm(estimate_pose(f.depth, f.K, f.instance == o.id).centroid
                                           - o.position))
     assert np.median(cen) > 0.015
+
+
+def test_support_plane_is_the_table_not_a_wall():
+    """A table seen from a camera pitched 50 degrees down, with a box on it and a wall behind: the
+    table is found (normal and height to 1 degree / 2 mm), the wall never, nothing in clutter."""
+    v, u = np.mgrid[:H, :W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)])
+    pitch = np.radians(50)
+    n_table = np.array([0.0, -np.cos(pitch), -np.sin(pitch)])      # world up in the optical frame
+    cam_h = 0.6                                                     # camera 60 cm above the table
+    with np.errstate(divide="ignore"):
+        t_table = -cam_h / (n_table @ rays.reshape(3, -1)).reshape(H, W)   # n.x + cam_h = 0
+    depth = np.where(t_table > 0, t_table, np.inf)
+    depth[:120] = np.minimum(depth[:120], 1.6)                      # a wall filling the top quarter
+    depth[200:280, 280:360] -= 0.05                                 # something standing on it
+    depth[~np.isfinite(depth)] = np.nan
+    pl = fit_support_plane(depth.astype(np.float32), K)
+    assert np.degrees(np.arccos(pl.normal @ n_table)) < 1.0
+    assert abs(pl.offset - cam_h) < 0.002 and pl.inliers > 0.5
+    again = fit_support_plane(depth.astype(np.float32), K, prior=pl)   # the next frame: kept
+    assert np.allclose(again.normal, pl.normal) and np.isclose(again.offset, pl.offset)
+    assert pl.height(np.array([0.0, 0.0, 0.0])) == pytest.approx(cam_h, abs=0.002)
+    clutter = np.random.default_rng(0).uniform(0.5, 2.0, (H, W)).astype(np.float32)
+    assert fit_support_plane(clutter, K) is None
+    wall = np.full((H, W), 1.5, np.float32)                         # facing the camera: 90 deg off up
+    assert fit_support_plane(wall, K) is None
+
+
+def test_support_plane_gives_upright_objects_their_centre(sim_frames):
+    """With the table as the support plane, the centre comes from the object's extent in the
+    table's frame; cones and tori, not as deep along the view as they are wide, stop being off
+    by 1-2 cm (held-out true masks: median 0.76 -> 0.31 cm over 100 scenes)."""
+    with_plane = pose_errors(SIM_SEEDS, frames=sim_frames)
+    without = pose_errors(SIM_SEEDS, frames=sim_frames, plane=False)
+    assert with_plane["failures"] == 0
+    assert np.median(with_plane["errors"]) < 0.7 * np.median(without["errors"])
+    for shape in ("cone", "torus"):
+        a = np.asarray(with_plane["errors"])[np.asarray(with_plane["shapes"]) == shape]
+        b = np.asarray(without["errors"])[np.asarray(without["shapes"]) == shape]
+        if len(a):
+            assert np.median(a) < 0.5 * np.median(b), shape
 
 
 @pytest.mark.parametrize("name,fn", [("eroded", lambda m: erode(m, 2)),

@@ -16,7 +16,16 @@ camera by up to its half-depth (2-3 cm for tabletop objects). `estimate_pose` in
    half of the object's depth, assumed equal to its largest lateral extent ("as deep as it is
    wide": exact for a sphere, within a few mm for boxes, cylinders and mugs seen from above;
    cones and flat tori, whose thin parts inflate the width, come out 1-2 cm too far).
-3. Orientation: principal axes (PCA) of the inlier points, with the convention below.
+   With the scene's support plane (`support`, geometry.plane: the table or floor the objects
+   stand on) the centre is found in the plane's frame instead, as for an upright object that is
+   as deep as it is wide: across the view, the midpoint of the points' horizontal extent; along
+   the horizontal viewing direction, the front-most point plus half that width; vertically, the
+   midpoint of the top and the bottom, the bottom on the plane when the lowest visible point is
+   within SUPPORT_SNAP of it (the bottom of a sphere or the back of a box's base is unseen).
+   Cones, tori and cylinders, whose silhouettes are not as deep as they are wide along the
+   viewing ray, come out right; held-out true masks: median 0.88 -> 0.73 cm.
+3. Orientation: principal axes (PCA) of the inlier points, with the convention below (`up` is
+   the support plane's normal when there is one).
 4. Size: extent along those axes of the inliers completed by their reflection through the centre
    (the unseen back of a centrally symmetric object), 99.5th percentile of |offset| x 2.
 
@@ -32,10 +41,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
 from scipy import ndimage
 
 from .depth import DepthImage
+
+if TYPE_CHECKING:
+    from .plane import SupportPlane
 
 UP_OPTICAL = np.array([0.0, -1.0, 0.0])     # image "up" in the optical frame (y points down)
 MAX_POINTS = 4096
@@ -50,6 +64,8 @@ POSE_RIM_PX = 4.0
 # at 3 cm (true masks lose an occluded object's far part or a mug's handle). Also keeping the
 # other surfaces at the largest's median depth (+-1 or 2 cm) was worse on predicted masks.
 SURFACE_JUMP = 0.02
+# An object whose lowest visible point is this close to the support plane stands on it.
+SUPPORT_SNAP = 0.02
 
 
 def rim_px(height: int, px_at_480: float = POSE_RIM_PX) -> float:
@@ -195,7 +211,8 @@ def mask_box(mask: np.ndarray):
 
 
 def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=None,
-                  erode_px: float = 0.0, surface_jump: float = SURFACE_JUMP) -> ObjectPose | None:
+                  erode_px: float = 0.0, surface_jump: float = SURFACE_JUMP,
+                  support: Optional["SupportPlane"] = None) -> ObjectPose | None:
     """Pose of the object under `mask` ([H,W] bool) from `depth_m` and intrinsics K. depth_m is
     [H,W] metres (NaN or <= 0 = no reading) or a `DepthImage` (raw encoding, converted here for
     the mask's box only). `box`, the mask's (x_min, y_min, x_max, y_max) when the caller has it,
@@ -203,7 +220,8 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     predicted mask leaks a few pixels onto neighbours and the table at the same depth, which no
     depth test can reject); the extent it removes is added back to the centre's depth and to the
     size. `surface_jump`: only the largest surface of the mask is used (see the module
-    docstring; 0 = every surface). None when fewer than `min_points` usable points remain
+    docstring; 0 = every surface). `support`: the scene's support plane (fit_support_plane), which
+    gives up and the bottom (see the module docstring). None when fewer than `min_points` usable points remain
     (empty mask, no valid depth, everything rejected as outliers). See the module docstring."""
     lazy = isinstance(depth_m, DepthImage)
     depth = depth_m if lazy else np.asarray(depth_m)
@@ -273,6 +291,18 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     rim_m = rim * front / (0.5 * (K[0, 0] + K[1, 1]))     # the eroded rim, in metres at the front
     half_depth = max(a_hi - a_lo, b_hi - b_lo) / 2 + rim_m
     position = (a_lo + a_hi) / 2 * e1 + (b_lo + b_hi) / 2 * e2 + (front + half_depth) * r
+    if support is not None:
+        up = support.normal
+        fw = r - (r @ up) * up                # the viewing direction, horizontal
+        if fw @ fw > 1e-6:                    # (not looking straight down at the plane)
+            fw /= np.sqrt(fw @ fw)
+            side = _cross(up, fw)
+            (s_lo, h_lo), (s_hi, h_hi) = _quantiles(np.stack([side, up]) @ X, [0.005, 0.995])
+            f_front = _quantiles(fw @ X, [0.01])[0]
+            floor = -support.offset           # up . x on the plane
+            bottom = floor if h_lo - floor < SUPPORT_SNAP else h_lo - rim_m
+            position = ((s_lo + s_hi) / 2 * side + (f_front + (s_hi - s_lo) / 2 + rim_m) * fw
+                        + (bottom + h_hi + rim_m) / 2 * up)
 
     R = _axes(X, centroid, up)
     # size: the visible points plus their reflection through the centre (the unseen back)

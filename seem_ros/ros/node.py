@@ -76,6 +76,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
     "sync_slop_s": (0.02, "depth/camera_info are paired with colour within this stamp difference", True),
     "min_pose_points": (20, "valid depth pixels needed for a pose", True),
     "pose_rim_px": (POSE_RIM_PX, "a mask's rim this wide (pixels at 480 rows, scaled) is left out of its pose", True),
+    "support_plane": (True, "poses in the frame of the largest plane facing image-up (table, floor): "
+                            "up and the objects' unseen bottoms; false for scenes without one", True),
     "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
                           "one more image encoding each", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
@@ -223,7 +225,7 @@ class SeemNode(LifecycleNode):
                           panoptic_threshold=self._param("panoptic_threshold"),
                           lost_timeout_s=self._param("lost_timeout_s"),
                           min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"),
-                          zoom_refine=self._param("zoom_refine"))
+                          zoom_refine=self._param("zoom_refine"), support_plane=self._param("support_plane"))
 
     def _init_tf(self) -> None:
         """tf2 brings RViz clicks from the fixed frame into the camera frame. Without it (e.g. the
@@ -286,6 +288,8 @@ class SeemNode(LifecycleNode):
             per.min_pose_points = int(value)
         elif name == "pose_rim_px":
             per.pose_rim_px = float(value)
+        elif name == "support_plane":
+            per.support_plane, per.plane = bool(value), None
 
     # ------------------------------------------------------------------ callbacks (cheap)
     def _on_image(self, msg) -> None:

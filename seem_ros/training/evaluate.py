@@ -29,8 +29,8 @@ previous round's logits as memory (`--no-zoom` keeps the node's path but not its
              class, averaged over classes present; the table is a class, walls/floor are no-object,
              objects below the size limit are void); semantic mIoU with walls/floor unlabeled.
   pose       estimate_pose on the predicted mask (text "<colour> <shape>", or one click) + depth,
-             with the node's rim (POSE_RIM_PX) left out: median position error; the ground-truth
-             mask's error is shown for reference."""
+             as the node computes it (its rim left out, the scene's support plane): median
+             position error; the ground-truth mask's error is shown for reference."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
+from ..geometry.plane import fit_support_plane
 from ..geometry.pose import estimate_pose, rim_px
 from ..inference.predictor import ImageEmbedding, SeemPredictor
 from ..inference.prompts import VisualPrompt
@@ -505,6 +506,7 @@ class PoseEval(Evaluator):
         f = item.frame
         visible = [o for o in f.objects if o.visible_pixels > 0]
         emb = None
+        plane = fit_support_plane(f.depth, f.K)                   # as the node
         for o in eval_objects(f):
             gt = f.instance == o.id
             masks = {"true mask": gt}
@@ -523,7 +525,8 @@ class PoseEval(Evaluator):
             if m is not None:
                 masks["click"] = m
             for k, m in masks.items():
-                est = estimate_pose(f.depth, f.K, m, erode_px=rim_px(f.height)) if m.any() else None   # as the node
+                est = (estimate_pose(f.depth, f.K, m, erode_px=rim_px(f.height), support=plane)   # as the node
+                       if m.any() else None)
                 self.errors[k].append(np.inf if est is None else float(np.linalg.norm(est.position - o.position)))
 
     def result(self):
