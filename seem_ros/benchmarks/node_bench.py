@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                     choices=["image-first", "depth-first"],
                     help="publish orders of one frame's colour, depth and camera_info to measure (all "
                          "stamped just before the first publish); drivers publish the streams independently")
+    ap.add_argument("--variants", nargs="+", default=["defaults"],
+                    help="node parameter sets to compare in one run, each 'defaults' or "
+                         "'name:=value[,name:=value]' (e.g. support_plane:=false)")
     ap.add_argument("--tuned-publisher", action="store_true",
                     help="give this (camera) process the node's allocator settings, as sim_camera has")
     a = ap.parse_args(argv)
@@ -61,10 +64,11 @@ def main(argv=None) -> int:
     from ..ros.conversions import camera_info_to_msg, depth_to_image, rgb_to_image
     from ..sim import make_scene, render
 
-    def start_node():
+    def start_node(variant):
+        extra = [] if variant == "defaults" else [x for kv in variant.split(",") for x in ("-p", kv)]
         return subprocess.Popen([sys.executable, "-m", "seem_ros.ros.node", "--ros-args", "--params-file",
                                  str(ROOT / "config" / "seem_node.yaml"), "-r", "__ns:=/bench", "-p",
-                                 f"device:={a.device}"],
+                                 f"device:={a.device}", *extra],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop_node(node):
@@ -111,13 +115,13 @@ def main(argv=None) -> int:
     rows = []
     node = None
     try:
-        for size in a.sizes:
+        for variant, size in ((v, sz) for v in a.variants for sz in a.sizes):
             # A node per size: its diagnostics medians (last 50 frames) then hold this size only.
             if node is not None:
                 stop_node(node)
                 spin_until(lambda: not any(p.get_subscription_count() for p in pubs.values()), 60)
             diag.clear()
-            node = start_node()
+            node = start_node(variant)
             spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 300)
             w, h = (int(v) for v in size.split("x"))
             frame = render(make_scene(5, w, h))
@@ -156,7 +160,7 @@ def main(argv=None) -> int:
                     ex.spin_once(timeout_sec=0.05)
                 dg = {k: float(diag.get(k, "nan")) for k in
                       ("model_ms", "latency_ms", "overhead_ms", "transport_ms", "wait_ms")}
-                print(f"{size} {order}: node diagnostics {diag}", flush=True)
+                print(f"{variant} {size} {order}: node diagnostics {diag}", flush=True)
                 # Throughput: 30 Hz for a while.
                 got.clear()
                 t0 = time.time()
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
                 # medians of the same frames and nearly equal.
                 back = med - dg["latency_ms"]
                 work = dg["overhead_ms"] - dg["transport_ms"] - dg["wait_ms"]
-                rows.append((size, order, med, float(np.percentile(lat, 90)), dg["model_ms"],
+                rows.append((variant, size, order, med, float(np.percentile(lat, 90)), dg["model_ms"],
                              dg["overhead_ms"] + back, dg["transport_ms"], dg["wait_ms"], work, back, fps))
     finally:
         if node is not None:
@@ -187,12 +191,14 @@ def main(argv=None) -> int:
     print(f"\nseem_node end to end, bundled model, 1 tracked object + poses ({a.depth_encoding} depth); "
           f"{os.cpu_count()} cores ({cpu}), device {diag.get('device', '?')}, publisher "
           f"{'tuned' if a.tuned_publisher else 'untuned'}\n")
-    print("| input | publish order | latency median (ms) | latency p90 (ms) | model (ms) | overhead = latency - model (ms) | "
-          "transport in (ms) | hand-off (ms) | node work (ms) | way back (ms) | throughput at 30 Hz in (fps) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, order, med, p90, model_ms, over, tr, wait, work, back, fps in rows:
-        print(f"| {size} | {order} | {med:.0f} | {p90:.0f} | {model_ms:.0f} | {over:.1f} | {tr:.1f} | {wait:.1f} | "
-              f"{work:.1f} | {back:.1f} | {fps:.1f} |")
+    many = len(a.variants) > 1
+    print(("| node parameters " if many else "") + "| input | publish order | latency median (ms) | latency p90 (ms) | "
+          "model (ms) | overhead = latency - model (ms) | transport in (ms) | hand-off (ms) | node work (ms) | "
+          "way back (ms) | throughput at 30 Hz in (fps) |")
+    print("|---" * (11 + many) + "|")
+    for variant, size, order, med, p90, model_ms, over, tr, wait, work, back, fps in rows:
+        print((f"| {variant} " if many else "") + f"| {size} | {order} | {med:.0f} | {p90:.0f} | {model_ms:.0f} | "
+              f"{over:.1f} | {tr:.1f} | {wait:.1f} | {work:.1f} | {back:.1f} | {fps:.1f} |")
     return 0
 
 
