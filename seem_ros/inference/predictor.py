@@ -31,7 +31,7 @@ class ImageEmbedding:
     input_size: Tuple[int, int]       # after resizing to the short side
     padded_size: Tuple[int, int]      # after padding to a multiple of 32
     colour: Optional[Tensor] = None   # [3, h, w] mean RGB (0..1) per cell of the mask-feature grid
-    image: Optional[np.ndarray] = None  # [H, W, 3] the image itself (a zoomed prediction crops it)
+    image: Optional[np.ndarray] = None  # [H, W, 3] the image itself, not copied (zoomed predictions crop it)
 
 
 @dataclass
@@ -296,7 +296,8 @@ class SeemPredictor:
             inside = None if mask is None else np.asarray(mask, bool)[y0:y1, x0:x1]
             memory = self.mask_memory(inside, crop) if inside is not None and inside.any() else None
         seg = self.predict([prompt.cropped(box)], memory=memory, embedding=crop)
-        full = torch.full((1, *emb.orig_size), -2 * 4.0, device=self.device)   # outside: background
+        # Outside the crop: background, below the memory encoding's -4 so that it stays so.
+        full = torch.full((1, *emb.orig_size), -8.0, device=self.device)
         full[:, y0:y1, x0:x1] = self.upsample(seg.logits.float(), crop)
         masks = np.zeros((1, *emb.orig_size), bool)
         masks[:, y0:y1, x0:x1] = seg.masks
