@@ -258,7 +258,9 @@ class ObjectTracker:
         try:
             if self.zoom:
                 mask = None if obj.mask is None else _fit(obj.mask, embedding.orig_size)
-                seg, obj.zoom = self.predictor.predict_zoomed(prompt, mask, embedding, obj.zoom if same else None)
+                # After a round that left nothing, the crop's logits would hold it there: start afresh.
+                zoom = obj.zoom if same and mask is not None else None
+                seg, obj.zoom = self.predictor.predict_zoomed(prompt, mask, embedding, zoom)
             else:
                 memory = obj.logits[None] if obj.logits is not None else None
                 seg = self.predictor.predict([prompt], memory=memory, embedding=embedding)
