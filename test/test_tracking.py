@@ -659,4 +659,3 @@ def test_mask_grid_is_the_area_fraction_per_feature_cell(size, inp, feat):
     want = F.pad(F.interpolate(torch.from_numpy(masks).float()[:, None], size=(gh, gw), mode="area")[:, 0],
                  (0, w4 - gw, 0, h4 - gh))
     assert got.shape == (4, h4, w4) and torch.equal(got, want)
-
