@@ -17,8 +17,7 @@ previous round's logits as memory (`--no-zoom` keeps the node's path but not its
              ("pick up the ..."), one phrase per call: mIoU and accuracy@0.5.
   clicks     SEEM/RITM: first click at the most interior pixel, each next one at the most interior
              pixel of the largest error, positive or negative, clicks accumulate; stop at IoU 0.9
-             or 20 clicks. NoC@85/90 (20 when never
-             reached) and 1-click mIoU.
+             or 20 clicks. NoC@85/90 (20 when never reached) and 1-click mIoU.
   box, scribble, polygon: the tight box; a straight stroke along the object's main axis through
              its most interior pixel; the convex hull outline.
   mask       a perturbed ground-truth mask (shifted, scaled, eroded/dilated: a previous frame's or a
@@ -322,17 +321,14 @@ def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, ma
             t = (tracker.add(ObjectPrompt("point", visual=click), emb, 0.0) if oid is None
                  else tracker.refine(oid, click, emb, 0.0))
             oid, pred = t.id, (t.mask if t.mask is not None else np.zeros_like(gt))
-            first = pred if first is None else first
-            ious.append(iou(pred, gt))
-            if ious[-1] >= stop_at:
-                break
-            continue
-        prompt = VisualPrompt(points=xy[None], labels=[label]) if prompt is None else prompt.with_points([xy], [label])
-        if zoom and first is not None:
-            seg, crop = predictor.predict_zoomed(prompt, pred, emb, crop)
         else:
-            seg = predictor.predict([prompt], memory=memory, embedding=emb)
-        memory, pred = seg.logits, seg.masks[0]
+            prompt = (VisualPrompt(points=xy[None], labels=[label]) if prompt is None
+                      else prompt.with_points([xy], [label]))
+            if zoom and first is not None:
+                seg, crop = predictor.predict_zoomed(prompt, pred, emb, crop)
+            else:
+                seg = predictor.predict([prompt], memory=memory, embedding=emb)
+            memory, pred = seg.logits, seg.masks[0]
         first = pred if first is None else first
         ious.append(iou(pred, gt))
         if ious[-1] >= stop_at:
