@@ -310,7 +310,7 @@ class Perception:
                          f"{t.prompt_kind}: {t.prompt_text}" if t.prompt_text else t.prompt_kind,
                          tracked, t.mask if tracked else None, last_seen=self._last_seen.get(t.id, stamp))
         if tracked:
-            o.box, o.area = mask_box(t.mask), int(t.mask.sum())
+            o.box, o.area = mask_box(t.mask), np.count_nonzero(t.mask)
         return o
 
     def _panoptic(self, emb, instances, semantic, confidence, stamp) -> List[ObjectResult]:
@@ -329,7 +329,7 @@ class Perception:
             oid = self._match_panoptic(pan.labels[k], m)
             cur.append((oid, pan.labels[k], m))
             o = ObjectResult(oid, pan.labels[k], int(pan.label_ids[k]), float(pan.scores[k]), float(pan.scores[k]),
-                             "panoptic", True, m, mask_box(m), int(m.sum()), stamp)
+                             "panoptic", True, m, mask_box(m), np.count_nonzero(m), stamp)
             o.instance_value = oid if oid < 65535 else 0
             instances[m] = o.instance_value
             out.append(o)
@@ -341,8 +341,8 @@ class Perception:
         for oid, lab, pm in self._panoptic_prev:
             if lab != label:
                 continue
-            inter = np.logical_and(m, pm).sum()
-            iou = inter / max(np.logical_or(m, pm).sum(), 1)
+            inter = np.count_nonzero(np.logical_and(m, pm))
+            iou = inter / max(np.count_nonzero(np.logical_or(m, pm)), 1)
             if iou > best_iou:
                 best, best_iou = oid, iou
         if best is not None:

@@ -239,3 +239,34 @@ def test_zoomed_prediction_is_the_crop_prediction_pasted(pred):
     other = pred.set_image(scene()[::-1].copy())
     _, z3 = pred.predict_zoomed(p2, m, other, z)
     assert z3.embedding is not z.embedding
+
+
+@pytest.mark.parametrize("orig, inp, pad", [
+    ((480, 640), (240, 320), (256, 320)),      # camera image: upscaled 2x
+    ((160, 214), (240, 321), (256, 352)),      # a zoom crop: downscaled with antialias
+    ((720, 1280), (240, 427), (256, 448)),
+    ((96, 96), (96, 96), (96, 96)),            # no resize at all
+])
+def test_foreground_equals_the_full_upsampling_near_the_masks(orig, inp, pad):
+    """`foreground` computes only near positive low-res logits, by separable matrices: the
+    same masks and probabilities as the whole-image `upsample` (random logits, so that masks
+    reach the borders too), zero far from every mask."""
+    from seem_ros.inference.predictor import ImageEmbedding, SeemPredictor
+    p = SeemPredictor.__new__(SeemPredictor)            # the geometry alone: no model needed
+    p._axes = {}
+    emb = ImageEmbedding(None, orig, inp, pad)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn((3, pad[0] // 4, pad[1] // 4), generator=g) * 5
+    logits[2] = -5.0
+    logits[2, 10:14, 7:9] = 3.0                         # one small blob
+    full = p.upsample(logits, emb)
+    prob, masks, scores = p.foreground(logits, emb)
+    np.testing.assert_array_equal(masks, (full > 0).numpy())
+    np.testing.assert_allclose(prob[masks], full.sigmoid().numpy()[masks], atol=1e-5)
+    ys, xs = np.nonzero(masks[2])
+    r = int(np.ceil(4 * orig[0] / (pad[0] // 4)))          # 4 low-res cells, in output pixels
+    far = np.ones(orig, bool)
+    far[max(ys.min() - r, 0):ys.max() + r + 1, max(xs.min() - r, 0):xs.max() + r + 1] = False
+    assert far.any() and np.all(prob[2][far] == 0)
+    ref = [(full[k].sigmoid()[full[k] > 0]).mean().item() for k in range(3)]
+    np.testing.assert_allclose(scores, ref, rtol=1e-5)

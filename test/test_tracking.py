@@ -103,6 +103,7 @@ class FakePredictor(SeemPredictor):
         self.short_side, self.point_radius = H, 1
         self.tokenizer = FakeTokenizer()
         self.embedding, self.vocabulary, self._vocab_emb, self._vocab_cache = None, [], None, {}
+        self._axes = {}
 
     def encode(self, image):
         return ImageEmbedding(self.model.encode_image(image), image.shape[:2], image.shape[:2],

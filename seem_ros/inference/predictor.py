@@ -113,6 +113,7 @@ class SeemPredictor:
         self._vocab_emb: Optional[Tensor] = None
         self._vocab_cache: dict = {}
         self._queries = None          # (embedding, vocabulary, result) of the last object-query decode
+        self._axes: dict = {}         # upsampling weights per axis geometry (`foreground`)
         if vocabulary:
             self.set_vocabulary(vocabulary)
 
@@ -194,17 +195,75 @@ class SeemPredictor:
                               antialias=emb.orig_size[0] < emb.input_size[0])
         return x[0]
 
+    def _axis_weights(self, n_low: int, n_pad: int, n_in: int, n_out: int) -> Tuple[Tensor, np.ndarray, np.ndarray]:
+        """`upsample` along one axis as a matrix [n_out, n_low] (both of its interpolations are
+        separable and linear), with, per low-res index, the first and last output index it
+        reaches, and per output index the low-res span it reads (cached per geometry)."""
+        key = (n_low, n_pad, n_in, n_out)
+        hit = self._axes.get(key)
+        if hit is None:
+            # One channel per low-res index, constant along a second axis that is not resized
+            # (of size 8: the antialiased kernel mishandles a second axis of size 1).
+            e = torch.eye(n_low)[None, :, :, None].expand(1, n_low, n_low, 8).contiguous()
+            x = F.interpolate(e, size=(n_pad, 8), mode="bilinear", align_corners=False)[:, :, :n_in]
+            if n_in != n_out:
+                x = F.interpolate(x, size=(n_out, 8), mode="bicubic", align_corners=False, antialias=n_out < n_in)
+            a = x[0, :, :, 0].T.contiguous()                                     # [n_out, n_low]
+            nz = (a != 0).numpy()
+            reach = np.stack([nz.argmax(0), n_out - nz[::-1].argmax(0)], 1)    # [n_low, 2] output span
+            reads = np.stack([nz.argmax(1), n_low - nz[:, ::-1].argmax(1)], 1)  # [n_out, 2] low-res span
+            hit = self._axes[key] = (a, reach, reads)
+        return hit
+
+    def foreground(self, logits: Tensor, emb: ImageEmbedding) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Foreground probability [N, H, W] float32, masks (logit > 0, [N, H, W] bool) and each
+        mask's mean probability [N] at the original size: the values of `upsample` (to ~1e-5),
+        computed only where the upsampling reads a positive low-res logit (one cell of margin),
+        elsewhere 0 and False. An object covers a small part of the image, and the whole-image
+        bicubic pass cost 2.6 ms a mask on a 2-core CPU. Measured on tracked sequences: none of
+        958,000 foreground pixels lay outside (bicubic overshoot could in principle make one; it
+        never did). Not for panoptic or semantic output, where every pixel's argmax counts."""
+        n = logits.shape[0]
+        H, W = emb.orig_size
+        # np.zeros maps zeroed pages lazily: only the blocks written below cost anything.
+        prob = np.zeros((n, H, W), np.float32)
+        masks = np.zeros((n, H, W), bool)
+        scores = np.zeros(n, np.float32)
+        if n == 0:
+            return prob, masks, scores
+        h4, w4 = logits.shape[-2:]
+        ay, ry, ly = self._axis_weights(h4, emb.padded_size[0], emb.input_size[0], H)
+        ax, rx, lx = self._axis_weights(w4, emb.padded_size[1], emb.input_size[1], W)
+        # On the CPU, in torch: numpy's BLAS would start a second thread pool next to torch's,
+        # and on a 2-core machine the two pools then spin against each other.
+        low = logits.detach().float().cpu()
+        pos = (low > 0).numpy()
+        rows, cols = pos.any(2), pos.any(1)
+        for i in range(n):
+            ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+            if not len(ys):
+                continue
+            # output rows / columns any positive cell (+1 of margin) reaches, and what they read
+            r0, r1 = ry[max(ys[0] - 1, 0), 0], ry[min(ys[-1] + 1, h4 - 1), 1]
+            c0, c1 = rx[max(xs[0] - 1, 0), 0], rx[min(xs[-1] + 1, w4 - 1), 1]
+            a0, a1 = ly[r0, 0], ly[r1 - 1, 1]
+            b0, b1 = lx[c0, 0], lx[c1 - 1, 1]
+            block = (ay[r0:r1, a0:a1] @ low[i, a0:a1, b0:b1] @ ax[c0:c1, b0:b1].T).numpy()
+            m = block > 0
+            with np.errstate(over="ignore"):
+                p = 1.0 / (1.0 + np.exp(-block))
+            prob[i, r0:r1, c0:c1] = p
+            masks[i, r0:r1, c0:c1] = m
+            scores[i] = p[m].mean() if m.any() else 0.0
+        return prob, masks, scores
+
     def _result(self, logits: Tensor, embeds: Tensor, emb: ImageEmbedding, query_index: Tensor,
                 labels=None, label_ids=None, label_scores=None) -> Segmentation:
-        full = self.upsample(logits, emb)
-        masks = full > 0
-        prob = full.sigmoid()
-        area = masks.flatten(1).sum(1)
-        scores = ((prob * masks).flatten(1).sum(1) / area.clamp(min=1)).cpu().numpy()
+        _, masks, scores = self.foreground(logits, emb)
         if labels is None:
             labels, label_ids, label_scores = self._labels(embeds)
         e = embeds / (embeds.norm(dim=-1, keepdim=True) + 1e-7)
-        return Segmentation(masks.cpu().numpy(), scores.astype(np.float32), list(labels), np.asarray(label_ids),
+        return Segmentation(masks, scores.astype(np.float32), list(labels), np.asarray(label_ids),
                             np.asarray(label_scores, np.float32), e.float().cpu().numpy(), logits.detach(),
                             query_index.cpu().numpy())
 

@@ -108,7 +108,7 @@ class _Candidate:
     logits: Tensor                              # [h, w] low-res
     embed: Tensor                               # [C] class embedding (unnormalised)
     mask: np.ndarray                            # [H, W] image size (parts kept, once decided)
-    prob: Tensor                                # [H, W] foreground probability
+    prob: np.ndarray                            # [H, W] foreground probability (float32)
     appearance: Optional[Tensor] = None         # unit appearance of the mask (see _pooled)
     colour: Optional[Tensor] = None             # [3] its mean RGB
     score: float = 0.0
@@ -347,7 +347,7 @@ class ObjectTracker:
                 stamp: float, keep_label: bool) -> None:
         """Take a user-prompted segmentation as the object's state on this image. The user chose
         the object, so it is kept even when the model is unsure; only an empty mask makes it lost."""
-        prob = self.predictor.upsample(seg.logits[:1].float(), emb)[0].sigmoid()
+        prob = self.predictor.foreground(seg.logits[:1], emb)[0][0]
         mask = seg.masks[0]
         if self.components and mask.any():
             if visual is not None:
@@ -357,7 +357,7 @@ class ObjectTracker:
         obj.seen = weakref.ref(emb)
         if not keep_label:
             obj.label = seg.labels[0]
-        area = int(mask.sum())
+        area = np.count_nonzero(mask)
         obj.score = _mean_prob(prob, mask)
         if area < self._min_pixels(emb):
             # Nothing (or nothing where the user pointed): report it lost rather than track
@@ -382,7 +382,7 @@ class ObjectTracker:
                 p.mask = p.mask & ~obj.mask
                 # The user gave those pixels to another object: they are not this one's own
                 # either (a box around two objects must not make a later leak look like no growth).
-                p.area = p.own_area = int(p.mask.sum())
+                p.area = p.own_area = np.count_nonzero(p.mask)
                 if p.area < minpx:
                     p.state, p.mask, p.lost_since = LOST, None, stamp
 
@@ -475,9 +475,8 @@ class ObjectTracker:
             return []
         logits = torch.cat(logits).float()
         embeds = torch.cat(embeds).float()
-        # Image-size masks and probabilities for every candidate, in one upsampling call.
-        prob = pred.upsample(logits, emb).float().sigmoid()
-        masks = (prob > 0.5).cpu().numpy()
+        # Image-size masks and probabilities for every candidate (near its foreground only).
+        prob, masks, _ = pred.foreground(logits, emb)
         return [_Candidate(oid, src, logits[i], embeds[i], mask=masks[i], prob=prob[i])
                 for i, (oid, src) in enumerate(zip(owners, sources))]
 
@@ -560,7 +559,7 @@ class ObjectTracker:
 
     def _finish(self, c: _Candidate, mask: np.ndarray, emb: ImageEmbedding, o: _Object) -> _Candidate:
         c.mask = mask
-        c.area = int(mask.sum())
+        c.area = np.count_nonzero(mask)
         c.score = _mean_prob(c.prob, mask)
         if c.area:
             (c.appearance,), (c.colour,) = self._look(mask[None], c.embed[None], emb)
@@ -620,7 +619,7 @@ class ObjectTracker:
             c = chosen.get(o.id)
             m = final.get(o.id)
             o.seen = weakref.ref(emb)
-            if c is None or m is None or int(m.sum()) < minpx:
+            if c is None or m is None or np.count_nonzero(m) < minpx:
                 if o.state == TRACKED:
                     o.state, o.lost_since = LOST, stamp
                 o.mask = None
@@ -635,8 +634,8 @@ class ObjectTracker:
             else:
                 o.velocity = np.zeros(2)
             o.box, o.box_stamp = box, stamp
-            o.mask, o.score, o.area = m, c.score, int(m.sum())
-            o.own_area = int(c.mask.sum())
+            o.mask, o.score, o.area = m, c.score, np.count_nonzero(m)
+            o.own_area = np.count_nonzero(c.mask)
             o.logits = self._clean_logits(c.logits, m, emb)
             if o.anchor is None:
                 o.anchor = c.appearance
@@ -664,13 +663,13 @@ class ObjectTracker:
         minpx = self._min_pixels(emb)
         regions: List[_Candidate] = []
         for c in cands:
-            if c.area and (c.mask & taken).sum() > 0.5 * c.mask.sum():
+            if c.area and np.count_nonzero(c.mask & taken) > 0.5 * np.count_nonzero(c.mask):
                 continue                                    # it found an object already tracked
             free = c.mask & ~taken
-            parts = _components(free, minpx, 3) if self.components else ([free] if free.sum() >= minpx else [])
+            parts = _components(free, minpx, 3) if self.components else ([free] if np.count_nonzero(free) >= minpx else [])
             for m in parts:
                 r = _Candidate(c.owner, c.source, c.logits, c.embed, m, c.prob)
-                r.area, r.score = int(m.sum()), _mean_prob(c.prob, m)
+                r.area, r.score = np.count_nonzero(m), _mean_prob(c.prob, m)
                 if r.score >= self.reacquire_score:
                     regions.append(r)
         if not regions:
@@ -747,8 +746,8 @@ class ObjectTracker:
             return False
         if not prop_ok:
             return text.similarity >= self.reacquire_similarity
-        inter = (text.mask & prop.mask).sum()
-        iou = inter / max((text.mask | prop.mask).sum(), 1)
+        inter = np.count_nonzero(text.mask & prop.mask)
+        iou = inter / max(np.count_nonzero(text.mask | prop.mask), 1)
         return iou > 0.5 and text.score > prop.score
 
     def _get(self, obj_id: int) -> _Object:
@@ -773,13 +772,13 @@ def _bbox(mask: np.ndarray):
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _mean_prob(prob: Tensor, mask: np.ndarray) -> float:
+def _mean_prob(prob: np.ndarray, mask: np.ndarray) -> float:
     """Mean foreground probability inside a mask (computed on its bounding box: objects are small
     next to the image)."""
     bb = _bbox(mask)
     if bb is None:
         return 0.0
-    return float(prob[bb][torch.from_numpy(np.ascontiguousarray(mask[bb])).to(prob.device)].mean())
+    return float(prob[bb][mask[bb]].mean())
 
 
 def _label(mask: np.ndarray):
@@ -917,16 +916,16 @@ def _gap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+    u = np.count_nonzero(np.logical_or(a, b))
+    return float(np.count_nonzero(np.logical_and(a, b)) / u) if u else 0.0
 
 
-def _best_component(mask: np.ndarray, prob: Tensor) -> np.ndarray:
+def _best_component(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """The single connected part with the most probability mass."""
     lab, n = _label(mask)
     if n <= 1:
         return mask
-    mass = np.bincount(lab.ravel(), weights=prob.cpu().numpy().ravel(), minlength=n + 1)
+    mass = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)
     mass[0] = -1
     return lab == int(np.argmax(mass))
 
@@ -988,13 +987,11 @@ def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
     if len(ids) == 1:
         return {ids[0]: chosen[ids[0]].mask}
     masks = np.stack([chosen[i].mask for i in ids])
-    contested = masks.sum(0) > 1
+    contested = np.add.reduce(masks, axis=0, dtype=np.uint16) > 1
     if not contested.any():
         return {i: masks[k] for k, i in enumerate(ids)}
     ys, xs = np.nonzero(contested)                     # only contested pixels need weighing
-    yt, xt = torch.from_numpy(ys), torch.from_numpy(xs)
-    w = torch.stack([chosen[i].prob[yt.to(chosen[i].prob.device), xt.to(chosen[i].prob.device)] * chosen[i].score
-                     for i in ids]).cpu().numpy()
+    w = np.stack([chosen[i].prob[ys, xs] * chosen[i].score for i in ids])
     w = np.where(masks[:, ys, xs], w, -1.0)
     owner = w.argmax(0)
     out = {}
