@@ -45,3 +45,38 @@ def test_tuned_process_reuses_image_sized_buffers_without_page_faults():
     assert ok and interval == pytest.approx(0.0001)
     # 1.8 MB faulted in again is ~450 page faults a frame; kept in the heap, next to none.
     assert plain > 200 and tuned < 20, (plain, tuned)
+
+
+BLAS_CHILD = textwrap.dedent("""
+    import ctypes, json, sys
+    import numpy as np
+    from seem_ros.ros.process_tuning import loaded_openblas, tune_process
+
+    def threads():
+        out = []
+        for p in loaded_openblas():
+            lib = ctypes.CDLL(p)
+            for s in ("openblas_get_num_threads", "openblas_get_num_threads64_",
+                      "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+                if hasattr(lib, s):
+                    out.append(getattr(lib, s)())
+                    break
+        return out
+
+    before = threads()
+    tune_process()
+    print(json.dumps([before, threads()]))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_tuned_process_runs_numpy_blas_on_one_thread():
+    """torch owns the cores; OpenBLAS threads spinning after a NumPy product slowed the encoder."""
+    import json
+    import os
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")     # as on any multi-core machine, here too
+    out = subprocess.run([sys.executable, "-c", BLAS_CHILD], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    before, after = json.loads(out.stdout)
+    assert before and all(n == 2 for n in before), before       # NumPy's OpenBLAS was found
+    assert all(n == 1 for n in after), after

@@ -60,7 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", nargs="+", type=int, default=[1, 5])
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT))
+    ap.add_argument("--untuned", action="store_true",
+                    help="without the node's process settings (ros.process_tuning: BLAS threads, allocator)")
     a = ap.parse_args(argv)
+    if not a.untuned:                       # as the node runs
+        from ..ros.process_tuning import tune_process
+        tune_process()
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{os.cpu_count()}-core CPU ({platform.machine()})"
     print(f"seem_ros pipeline (encode, tracker decode, poses), bundled model, {a.device}: {dev}\n")
     print("| input | precision | objects | encode ms | decode ms | pose ms | model ms | total ms | fps |")

@@ -273,7 +273,7 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     # along the viewing ray through the robust centroid: MAD rejection of leaks and stray pixels
     med = _median(X)
     r = med / np.sqrt(med @ med)
-    d = r @ X
+    d = np.einsum("i,ij->j", r, X)           # not BLAS: see ros.process_tuning.limit_openblas_threads
     md = _median(d)
     dev = np.abs(d - md)
     mad = 1.4826 * _median(dev)
@@ -294,7 +294,7 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
             fw /= np.sqrt(fw @ fw)
             side = _cross(up, fw)
             (s_lo, h_lo), (s_hi, h_hi) = _quantiles(np.stack([side, up]) @ X, [0.005, 0.995])
-            f_front = _quantiles(fw @ X, [0.01])[0]
+            f_front = _quantiles(np.einsum("i,ij->j", fw, X), [0.01])[0]
             floor = -support.offset           # up . x on the plane
             bottom = floor if h_lo - floor < SUPPORT_SNAP else h_lo - rim_m
             position = ((s_lo + s_hi) / 2 * side + (f_front + (s_hi - s_lo) / 2 + rim_m) * fw
