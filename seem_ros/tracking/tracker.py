@@ -347,7 +347,9 @@ class ObjectTracker:
                 stamp: float, keep_label: bool) -> None:
         """Take a user-prompted segmentation as the object's state on this image. The user chose
         the object, so it is kept even when the model is unsure; only an empty mask makes it lost."""
-        prob = self.predictor.foreground(seg.logits[:1], emb)[0][0]
+        # Exact everywhere (once per prompt): a zoomed answer's mask comes from the crop, and may
+        # reach past where its full-image logits are positive.
+        prob = self.predictor.upsample(seg.logits[:1].float(), emb)[0].sigmoid().cpu().numpy()
         mask = seg.masks[0]
         if self.components and mask.any():
             if visual is not None:
