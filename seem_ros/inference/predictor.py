@@ -104,6 +104,11 @@ class SeemPredictor:
                  vocabulary: Sequence[str] = (), point_radius: int = 1, dtype: torch.dtype = torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device = torch.device(device)
+        # On the CPU the backbone's convolutions run on channels-last tensors without the layout
+        # copies around each one (encoder 6-10 % faster on this 2-core machine, same values to 1e-5).
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.dtype = dtype
         self.short_side = short_side or model.cfg.short_side
         self.point_radius = point_radius
@@ -147,6 +152,8 @@ class SeemPredictor:
             # move to the device.
             x = F.interpolate(x, size=(ih, iw), mode="bicubic", antialias=True, align_corners=False)
         x = x.to(self.device).float()
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.model.encode_image(x)
         h4, w4 = feats.mask_features.shape[-2:]
         # The image's own colours on the feature grid: the tracker tells a green object from a
