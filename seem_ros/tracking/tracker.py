@@ -559,14 +559,22 @@ class ObjectTracker:
             return max(2 * float(app[:d] @ r[:d]) for r in refs)
         return max(float(app @ r) for r in refs)
 
-    def _finish(self, c: _Candidate, mask: np.ndarray, emb: ImageEmbedding, o: _Object) -> _Candidate:
-        c.mask = mask
-        c.area = np.count_nonzero(mask)
-        c.score = _mean_prob(c.prob, mask)
-        if c.area:
-            (c.appearance,), (c.colour,) = self._look(mask[None], c.embed[None], emb)
-            c.similarity = self._similarity(o, c.appearance, emb)
-        return c
+    def _finish(self, items: Sequence[Tuple[_Candidate, np.ndarray, _Object]], emb: ImageEmbedding) -> None:
+        """Area, score, appearance and similarity to its object of each (candidate, its kept
+        mask, object); the appearances in one batch (per call they cost 1 ms a mask)."""
+        looked = []
+        for c, mask, o in items:
+            c.mask = mask
+            c.area = np.count_nonzero(mask)
+            c.score = _mean_prob(c.prob, mask)
+            if c.area:
+                looked.append((c, o))
+        if not looked:
+            return
+        apps, cols = self._look(np.stack([c.mask for c, _ in looked]), torch.stack([c.embed for c, _ in looked]), emb)
+        for (c, o), app, col in zip(looked, apps, cols):
+            c.appearance, c.colour = app, col
+            c.similarity = self._similarity(o, app, emb)
 
     def _decide(self, objs: List[_Object], cands: List[_Candidate], emb: ImageEmbedding, stamp: float) -> None:
         minpx = self._min_pixels(emb)
@@ -579,6 +587,7 @@ class ObjectTracker:
         # Tracked objects: keep the propagated mask (its parts near the previous mask) unless it
         # is empty, unsure, grew suspiciously, or no longer looks like the object (it left the
         # view, or was hidden, and the prompt landed on something else).
+        items, pairs = [], []
         for o in objs:
             if o.state != TRACKED:
                 continue
@@ -589,14 +598,17 @@ class ObjectTracker:
             m = prop.mask
             if self.components and m.any():
                 m = _keep_near(m, _grow(_fit(o.mask, (H, W)), margin))
-            self._finish(prop, m, emb, o)
-            ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
-                  and prop.area <= self.max_growth * max(o.own_area, minpx))
+            items.append((prop, m, o))
             text = next((c for c in cs if c.source == "text"), None)
             if text is not None:
-                self._finish(text, _best_component(text.mask, text.prob) if self.components else text.mask, emb, o)
-                if self._text_better(prop, text, ok, minpx):
-                    prop, ok = text, True
+                items.append((text, _best_component(text.mask, text.prob) if self.components else text.mask, o))
+            pairs.append((o, prop, text))
+        self._finish(items, emb)
+        for o, prop, text in pairs:
+            ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
+                  and prop.area <= self.max_growth * max(o.own_area, minpx))
+            if text is not None and self._text_better(prop, text, ok, minpx):
+                prop, ok = text, True
             if ok:
                 chosen[o.id] = prop
         # Objects prompted on this very image keep their pixels (the user's word wins).
