@@ -205,7 +205,7 @@ def mask_box(mask: np.ndarray):
     ys = np.flatnonzero(mask.any(1))
     if not len(ys):
         return None
-    xs = np.flatnonzero(mask.any(0))
+    xs = np.flatnonzero(mask[ys[0]:ys[-1] + 1].any(0))     # only the rows it spans
     return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
 
 

@@ -780,10 +780,12 @@ class ObjectTracker:
 # ---------------------------------------------------------------------- helpers
 def _bbox(mask: np.ndarray):
     """(row slice, column slice) of the mask's bounding box, None when it is empty."""
-    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    rows = np.flatnonzero(mask.any(1))
     if not len(rows):
         return None
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    r0, r1 = rows[0], rows[-1] + 1
+    cols = np.flatnonzero(mask[r0:r1].any(0))         # only the rows it spans
+    return slice(r0, r1), slice(cols[0], cols[-1] + 1)
 
 
 def _mean_prob(prob: np.ndarray, mask: np.ndarray) -> float:
@@ -807,12 +809,12 @@ def _label(mask: np.ndarray):
 
 def _grow(mask: np.ndarray, r: int) -> np.ndarray:
     """Dilation by a (2r+1)^2 square, computed on the mask's bounding box only."""
-    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     out = np.zeros_like(mask)
-    if not len(ys):
+    bb = _bbox(mask)
+    if bb is None:
         return out
-    y0, y1 = max(ys[0] - r, 0), min(ys[-1] + r + 1, mask.shape[0])
-    x0, x1 = max(xs[0] - r, 0), min(xs[-1] + r + 1, mask.shape[1])
+    y0, y1 = max(bb[0].start - r, 0), min(bb[0].stop + r, mask.shape[0])
+    x0, x1 = max(bb[1].start - r, 0), min(bb[1].stop + r, mask.shape[1])
     out[y0:y1, x0:x1] = ndimage.maximum_filter(mask[y0:y1, x0:x1], size=2 * r + 1, mode="constant")
     return out
 
