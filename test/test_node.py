@@ -268,6 +268,11 @@ def test_parameters_change_at_runtime(clean):
         assert not r.successful and "pose_rim_px" in r.reason
         (r,) = set_params(Parameter("pose_rim_px", Parameter.Type.DOUBLE, 4.0))
         assert r.successful, r.reason
+        (r,) = set_params(Parameter("track_tokens", Parameter.Type.INTEGER, 2))
+        assert not r.successful and "track_tokens" in r.reason
+        for v in (256, 512):
+            (r,) = set_params(Parameter("track_tokens", Parameter.Type.INTEGER, v))
+            assert r.successful, r.reason
         (r,) = set_params(Parameter("panoptic_threshold", Parameter.Type.DOUBLE, 1.5))
         assert not r.successful and "panoptic_threshold" in r.reason
         for v in (0.5, -1.0):                               # negative: back to the checkpoint's

@@ -80,6 +80,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
                             "up and the objects' unseen bottoms; false for scenes without one", True),
     "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
                           "one more image encoding each", True),
+    "track_tokens": (512, "prompt points per tracking decoder pass, shared by the tracked objects; "
+                          "256 decodes about a third faster (see the README's tracking section)", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
 }
 
@@ -225,7 +227,8 @@ class SeemNode(LifecycleNode):
                           panoptic_threshold=self._param("panoptic_threshold"),
                           lost_timeout_s=self._param("lost_timeout_s"),
                           min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"),
-                          zoom_refine=self._param("zoom_refine"), support_plane=self._param("support_plane"))
+                          zoom_refine=self._param("zoom_refine"), support_plane=self._param("support_plane"),
+                          track_tokens=self._param("track_tokens"))
 
     def _init_tf(self) -> None:
         """tf2 brings RViz clicks from the fixed frame into the camera frame. Without it (e.g. the
@@ -265,6 +268,8 @@ class SeemNode(LifecycleNode):
                     raise ValueError(f"{p.name} must be at least 1")
                 if p.name == "pose_rim_px" and not 0 <= p.value <= 50:
                     raise ValueError("pose_rim_px must be in [0, 50]")
+                if p.name == "track_tokens" and not 8 <= p.value <= 4096:
+                    raise ValueError("track_tokens must be in [8, 4096]")
             except (ValueError, TypeError) as e:
                 return SetParametersResult(successful=False, reason=str(e))
         if configured:
@@ -282,7 +287,7 @@ class SeemNode(LifecycleNode):
             per.configure(mode=value)
         elif name == "score_threshold":
             per.configure(min_score=value)
-        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s", "zoom_refine"):
+        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s", "zoom_refine", "track_tokens"):
             per.configure(**{name: value})
         elif name == "min_pose_points":
             per.min_pose_points = int(value)
