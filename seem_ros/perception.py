@@ -324,7 +324,7 @@ class Perception:
         free = instances == 0
         semantic[free] = (sem[free] + 1).astype(np.uint8)
         confidence[free] = np.clip(np.round(conf[free] * 255), 0, 255).astype(np.uint8)
-        pan = self.predictor.panoptic(emb, score_threshold=self.panoptic_threshold)
+        pan = self.predictor.panoptic(emb, score_threshold=self.panoptic_threshold, largest_part=True)
         out, cur = [], []
         for k, sid in enumerate(pan.ids):
             m = (pan.segments == sid) & free

@@ -270,3 +270,20 @@ def test_foreground_equals_the_full_upsampling_near_the_masks(orig, inp, pad):
     assert far.any() and np.all(prob[2][far] == 0)
     ref = [(full[k].sigmoid()[full[k] > 0]).mean().item() for k in range(3)]
     np.testing.assert_allclose(scores, ref, rtol=1e-5)
+
+
+def test_largest_part_of_a_panoptic_segment():
+    """The node's panoptic keeps a thing segment's largest connected part; other segments and
+    background are untouched."""
+    from seem_ros.inference.predictor import _keep_largest_part
+    seg = np.zeros((40, 60), np.int32)
+    seg[5:20, 5:25] = 1            # the segment's body
+    seg[30:34, 40:44] = 1          # a blob elsewhere
+    seg[5:20, 30:38] = 2           # another segment, in one piece
+    before = seg.copy()
+    _keep_largest_part(seg, 1)
+    assert np.all(seg[30:34, 40:44] == 0)
+    assert np.all(seg[5:20, 5:25] == 1)
+    np.testing.assert_array_equal(seg == 2, before == 2)
+    _keep_largest_part(seg, 3)     # no such segment: nothing happens
+    assert (seg == 1).sum() == 15 * 20

@@ -383,7 +383,7 @@ class Oracle:
     def mask_memory(self, masks, embedding):
         return torch.zeros(1, H // 4, W // 4)
 
-    def panoptic(self, embedding, score_threshold=0.8, stuff=()):
+    def panoptic(self, embedding, score_threshold=0.8, stuff=(), largest_part=False):
         f = embedding.frame
         seg, classes, _ = ev.panoptic_gt(f)
         ids = sorted(classes)

@@ -26,7 +26,8 @@ previous round's logits as memory (`--no-zoom` keeps the node's path but not its
              scene from a camera orbited 15-30 degrees about the table point it looks at.
   panoptic   PQ over the vocabulary (standard: same class and IoU > 0.5 match, PQ = SQ * RQ per
              class, averaged over classes present; the table is a class, walls/floor are no-object,
-             objects below the size limit are void); semantic mIoU with walls/floor unlabeled.
+             objects below the size limit are void; as the node, each thing segment's largest
+             connected part); semantic mIoU with walls/floor unlabeled.
   pose       estimate_pose on the predicted mask (text "<colour> <shape>", or one click) + depth,
              as the node computes it (its rim left out, the scene's support plane): median
              position error; the ground-truth mask's error is shown for reference."""
@@ -448,14 +449,15 @@ def panoptic_gt(frame: Frame) -> Tuple[np.ndarray, Dict[int, int], np.ndarray]:
 class PanopticEval(Evaluator):
     name = "panoptic"
 
-    def __init__(self, score_threshold: Optional[float] = None):
+    def __init__(self, score_threshold: Optional[float] = None, node: bool = False):
         super().__init__()
-        self.score_threshold = score_threshold
+        self.score_threshold, self.node = score_threshold, node
         self.stats: Dict[int, np.ndarray] = {}
 
     def add(self, predictor, item):
+        # As the node publishes it: each thing segment's largest connected part.
         pan = predictor.panoptic(item.encode(predictor), score_threshold=self.score_threshold,
-                                 stuff=(VOCABULARY[TABLE_VOCAB],))
+                                 stuff=(VOCABULARY[TABLE_VOCAB],), largest_part=self.node)
         gt, gcls, void = panoptic_gt(item.frame)
         add_stats(self.stats, pq_stats(gt, gcls, pan.segments, dict(zip(pan.ids.tolist(), pan.label_ids.tolist())), void))
 
@@ -541,7 +543,7 @@ def default_evaluators(score_threshold: Optional[float] = None, zoom: bool = Tru
     # Text and clicks before pose: pose reuses their masks.
     return [TextEval(node), ClickEval(zoom=zoom, node=node), *[PromptEval(k, node=node) for k in PromptEval.KINDS],
             ReferenceEval(),
-            PanopticEval(score_threshold), SemanticEval(), PoseEval(node)]
+            PanopticEval(score_threshold, node), SemanticEval(), PoseEval(node)]
 
 
 def run(predictor: SeemPredictor, items: Iterable, evaluators: Sequence[Evaluator],
@@ -685,7 +687,8 @@ def main(argv=None) -> int:
                     help="corrective clicks on the whole image (SEEM's way), not on a crop (the node's)")
     ap.add_argument("--model-only", action="store_true",
                     help="the model's masks alone, not as the node publishes them (its tracker keeps "
-                         "only the parts of a mask that touch the prompt)")
+                         "only the parts of a mask that touch the prompt; its panoptic segments only "
+                         "their largest part)")
     a = ap.parse_args(argv)
     if a.seed_start < 0 or a.seed_start + a.scenes > TRAIN_SEED_BASE:
         ap.error(f"seeds must lie in [0, {TRAIN_SEED_BASE}): those above are training data")
