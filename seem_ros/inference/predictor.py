@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..geometry.pose import mask_box
 from ..model.decoder import DecoderOutput, ImageFeatures, SpatialTokens
 from ..model.language import Tokenizer
 from ..model.seem import SeemModel
@@ -78,9 +79,9 @@ def zoom_box(mask: Optional[np.ndarray], prompt: VisualPrompt, size: Tuple[int, 
     h, w = size
     pts = prompt.extent()
     pts = np.zeros((0, 2)) if pts is None else np.clip(pts, 0, (w, h))
-    if mask is not None and mask.any():
-        ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        pts = np.concatenate([pts, [[xs[0], ys[0]], [xs[-1] + 1, ys[-1] + 1]]])
+    b = None if mask is None else mask_box(mask)
+    if b is not None:
+        pts = np.concatenate([pts, np.reshape(b, (2, 2))])
     if not len(pts):
         raise PromptError("nothing to zoom on: an empty mask and a prompt that marks nothing")
     (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
@@ -95,11 +96,10 @@ def _keep_largest_part(seg: np.ndarray, sid: int) -> None:
     """Sets to 0 every 4-connected part of segment `sid` in `seg` but its largest (on the
     segment's bounding box)."""
     m = seg == sid
-    rows = np.flatnonzero(m.any(1))
-    if not len(rows):
+    b = mask_box(m)
+    if b is None:
         return
-    cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box = (slice(b[1], b[3]), slice(b[0], b[2]))
     lab, n = ndimage.label(m[box])
     if n > 1:
         big = np.argmax(np.bincount(lab.ravel())[1:]) + 1

@@ -9,6 +9,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..geometry.pose import mask_box
+
 
 @dataclass
 class VisualPrompt:
@@ -54,9 +56,9 @@ class VisualPrompt:
         parts += [np.asarray(s, np.float64).reshape(-1, 2)
                   for s in (*self.scribbles, *self.polygons, *self.negative_scribbles)]
         for m in (self.mask, self.negative_mask):
-            if m is not None and np.asarray(m).any():
-                ys, xs = np.nonzero(np.asarray(m).any(1))[0], np.nonzero(np.asarray(m).any(0))[0]
-                parts.append(np.array([[xs[0], ys[0]], [xs[-1] + 1, ys[-1] + 1]], np.float64))
+            b = None if m is None else mask_box(np.asarray(m))
+            if b is not None:
+                parts.append(np.array(b, np.float64).reshape(2, 2))
         parts = [p for p in parts if len(p)]
         return np.concatenate(parts) if parts else None
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..geometry.pose import mask_box
 from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation, Zoom
 from ..inference.prompts import PromptError, VisualPrompt, rasterize, resize_mask
 from ..model.decoder import GroundingTokens, SpatialTokens
@@ -780,12 +781,8 @@ class ObjectTracker:
 # ---------------------------------------------------------------------- helpers
 def _bbox(mask: np.ndarray):
     """(row slice, column slice) of the mask's bounding box, None when it is empty."""
-    rows = np.flatnonzero(mask.any(1))
-    if not len(rows):
-        return None
-    r0, r1 = rows[0], rows[-1] + 1
-    cols = np.flatnonzero(mask[r0:r1].any(0))         # only the rows it spans
-    return slice(r0, r1), slice(cols[0], cols[-1] + 1)
+    b = mask_box(mask)
+    return None if b is None else (slice(b[1], b[3]), slice(b[0], b[2]))
 
 
 def _mean_prob(prob: np.ndarray, mask: np.ndarray) -> float:
@@ -916,8 +913,8 @@ def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
 
 def _box(mask: np.ndarray) -> Optional[np.ndarray]:
     """x0, y0, x1, y1 (exclusive) of the mask, None when it is empty."""
-    bb = _bbox(mask)
-    return None if bb is None else np.array([bb[1].start, bb[0].start, bb[1].stop, bb[0].stop], float)
+    b = mask_box(mask)
+    return None if b is None else np.array(b, float)
 
 
 def _centre(b: np.ndarray) -> np.ndarray:
