@@ -27,6 +27,7 @@ MODES = ("add", "refine", "replace", "remove")
 MAX_TEXT_CHARS = 1000          # a command, not a document: longer texts are refused, not truncated
 MAX_PHRASES = 20
 PANOPTIC_ID_BASE = 50_000      # panoptic segments get ids above tracked objects' (uint16 image)
+FIT = object()                 # Perception.locate: fit the support plane there
 
 
 @dataclass
@@ -78,15 +79,47 @@ class ObjectResult:
     instance_value: int = 0
 
 
-@dataclass
 class FrameResult:
-    stamp: float
-    instances: np.ndarray         # [H, W] uint16 object id, 0 = background
-    semantic: np.ndarray          # [H, W] uint8 class index + 1, 0 = unlabeled
-    confidence: np.ndarray        # [H, W] uint8 0..255
-    objects: List[ObjectResult]
-    errors: List[str]
-    timings: dict                 # stage -> ms
+    """One frame's objects, and its label images: instances ([H, W] uint16 object id, 0 =
+    background), semantic ([H, W] uint8 class index + 1, 0 = unlabeled), confidence ([H, W]
+    uint8 0..255). Those are painted from the objects' masks when first read: a node publishes
+    ~/objects before them, and builds none while nobody subscribes."""
+
+    def __init__(self, stamp: float, size: Tuple[int, int], objects: List[ObjectResult], errors: List[str],
+                 timings: dict, labels: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None):
+        self.stamp, self.size, self.objects, self.errors, self.timings = stamp, size, objects, errors, timings
+        self._labels = labels
+
+    @property
+    def instances(self) -> np.ndarray:
+        return self.labels()[0]
+
+    @property
+    def semantic(self) -> np.ndarray:
+        return self.labels()[1]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.labels()[2]
+
+    def labels(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._labels is None:
+            self._labels = paint_labels(self.objects, self.size)
+        return self._labels
+
+
+def paint_labels(objects: Sequence[ObjectResult], size: Tuple[int, int]):
+    """(instances, semantic, confidence) images of the tracked objects' masks, each drawn with its
+    instance_value; lowest score first, so that a better mask wins any pixel two claim."""
+    instances = np.zeros(size, np.uint16)
+    semantic = np.zeros(size, np.uint8)
+    confidence = np.zeros(size, np.uint8)
+    for o in sorted((o for o in objects if o.tracked), key=lambda o: o.score):
+        instances[o.mask] = o.instance_value
+        if o.label_id >= 0:
+            semantic[o.mask] = o.label_id + 1
+            confidence[o.mask] = int(round(255 * min(max(o.score, 0.0), 1.0)))
+    return instances, semantic, confidence
 
 
 @dataclass
@@ -184,8 +217,9 @@ class Perception:
         return res
 
     def segment(self, frame: FrameInput, prompts: Sequence[PromptRequest] = ()) -> FrameResult:
-        """Prompts applied, objects tracked, label images painted; no poses (frame.depth is not
-        read: a node can run this while the frame's depth is still on its way)."""
+        """Prompts applied, objects tracked (label images painted now only in panoptic mode, where
+        the segments fill what the objects leave); no poses (frame.depth is not read: a node can
+        run this while the frame's depth is still on its way)."""
         t0 = time.perf_counter()
         emb = self.predictor.set_image(frame.rgb)
         self.history.append((frame.stamp, emb))
@@ -199,37 +233,45 @@ class Perception:
         tracks = self.tracker.update(emb, frame.stamp)
         t2 = time.perf_counter()
         h, w = frame.rgb.shape[:2]
-        instances = np.zeros((h, w), np.uint16)
-        semantic = np.zeros((h, w), np.uint8)
-        confidence = np.zeros((h, w), np.uint8)
         objects = [self._object(t, frame.stamp) for t in tracks]
-        # Drawn lowest score first so that a better mask wins any pixel two objects claim.
-        for o in sorted((o for o in objects if o.tracked), key=lambda o: o.score):
-            o.instance_value = o.id if o.id < 65535 else 0
-            instances[o.mask] = o.instance_value
-            if o.label_id >= 0:
-                semantic[o.mask] = o.label_id + 1
-                confidence[o.mask] = int(round(255 * min(max(o.score, 0.0), 1.0)))
-        if self.mode == "panoptic" and self.vocabulary:
-            objects += self._panoptic(emb, instances, semantic, confidence, frame.stamp)
+        for o in objects:
+            o.instance_value = o.id if o.tracked and o.id < 65535 else 0
+        labels = None
+        if self.mode == "panoptic" and self.vocabulary:      # segments where no object is
+            labels = paint_labels(objects, (h, w))
+            objects += self._panoptic(emb, *labels, frame.stamp)
         t3 = time.perf_counter()
         ms = lambda a, b: 1000 * (b - a)
-        return FrameResult(frame.stamp, instances, semantic, confidence, objects, errors,
+        return FrameResult(frame.stamp, (h, w), objects, errors,
                            {"encode": ms(t0, t1), "decode": ms(t1, t2), "panoptic": ms(t2, t3),
-                            "model": ms(t0, t3), "pose": 0.0, "total": ms(t0, t3)})
+                            "model": ms(t0, t3), "pose": 0.0, "total": ms(t0, t3)}, labels)
 
-    def locate(self, res: FrameResult, depth, K) -> None:
+    def needs_support(self, n_prompts: int) -> bool:
+        """Whether the next frame's poses will want the support plane (before segmenting it)."""
+        return self.support_plane and (n_prompts > 0 or self.mode == "panoptic" or len(self.tracker) > 0)
+
+    def fit_support(self, depth, K):
+        """This frame's support plane (geometry.plane; the last one is the search's prior), or None
+        when it is off or depth or K is missing. It needs depth alone, so a node can fit it while
+        the model runs; pass it on to `locate`."""
+        if not self.support_plane or depth is None or K is None:
+            return None
+        self.plane = fit_support_plane(depth, K, prior=self.plane)
+        return self.plane
+
+    def locate(self, res: FrameResult, depth, K, plane=FIT) -> None:
         """Poses of res's tracked objects from depth ([H,W] metres or a DepthImage) and K; no-op
-        when either is missing."""
+        when either is missing. `plane`: what `fit_support` gave for this frame's depth (None
+        included); by default it is fitted here, and only when there is an object to locate."""
         t0 = time.perf_counter()
         if depth is not None and K is not None:
             objects = [o for o in res.objects if o.tracked and o.mask is not None]
-            if objects and self.support_plane:
-                self.plane = fit_support_plane(depth, K, prior=self.plane)
+            if objects and plane is FIT:
+                plane = self.fit_support(depth, K)
             for o in objects:
                 o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box,
                                        erode_px=rim_px(o.mask.shape[0], self.pose_rim_px),
-                                       support=self.plane if self.support_plane else None)
+                                       support=plane)
         res.timings["pose"] = 1000 * (time.perf_counter() - t0)
         res.timings["total"] += res.timings["pose"]
 

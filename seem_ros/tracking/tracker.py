@@ -213,6 +213,9 @@ class ObjectTracker:
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
 
     # ------------------------------------------------------------------ public API
+    def __len__(self) -> int:
+        return len(self._objects)
+
     @property
     def tracks(self) -> List[Track]:
         return [self._track(o) for o in self._objects.values()]
