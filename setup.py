@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 package_name = "seem_ros"
 
@@ -11,6 +11,10 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
     ],
+    # The pose in C (seem_ros/geometry/pose_kernel.c, loaded with ctypes; no Python API). optional:
+    # without a compiler the install still succeeds and poses use the numpy code.
+    ext_modules=[Extension("seem_ros.geometry._pose_kernel", ["seem_ros/geometry/pose_kernel.c"],
+                           extra_compile_args=["-O2", "-std=c99"], libraries=["m"], optional=True)],
     install_requires=["numpy", "torch", "instant-clip-tokenizer", "pillow", "scipy"],
     zip_safe=False,
     maintainer="seem_ros developers",

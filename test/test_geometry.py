@@ -360,3 +360,50 @@ def test_pose_from_raw_depth_equals_pose_from_metres(sim_frames):
             assert np.array_equal(a.size, b.size) and a.valid_points == b.valid_points
             n += 1
     assert n >= 5
+
+
+def test_pose_kernel_is_built_and_gives_the_numpy_poses(sim_frames):
+    """The pose in C (pose_kernel.c, compiled by the install) against the numpy code it stands
+    in for: the same poses (to rounding) on true, grown, shrunk and speckled masks, on uint16
+    millimetres with zeros and float32 metres with NaN and negative readings, a mask cut by the
+    image border, with and without the support plane and the rim; None in the same cases."""
+    from scipy import ndimage
+    from seem_ros.geometry import pose as P
+    assert P.use_kernel(True), "the C pose kernel was not built (setup.py / CMakeLists.txt)"
+    rng = np.random.default_rng(0)
+    compared = nones = 0
+    try:
+        for f in sim_frames[:3]:
+            mm = np.round(np.nan_to_num(f.depth) * 1000).astype(np.uint16)
+            mm[rng.random(mm.shape) < 0.05] = 0
+            metres = f.depth.astype(np.float32)
+            metres[rng.random(metres.shape) < 0.05] = np.nan
+            metres[rng.random(metres.shape) < 0.01] = -1.0
+            corner = np.zeros((H, W), bool)
+            corner[:60, :90] = True
+            for depth in (DepthImage(mm, "16UC1"), metres):
+                plane = fit_support_plane(depth, K)
+                masks = [corner, np.zeros((H, W), bool)]
+                for o in f.objects:
+                    gt = f.instance == o.id
+                    masks += [gt, ndimage.binary_dilation(gt, iterations=3), ndimage.binary_erosion(gt, iterations=2),
+                              gt | (rng.random(gt.shape) < 0.003)]
+                for m in masks:
+                    for support in (plane, None):
+                        for rim in (0.0, 4.0):
+                            P.use_kernel(True)
+                            a = estimate_pose(depth, K, m, erode_px=rim, support=support)
+                            P.use_kernel(False)
+                            b = estimate_pose(depth, K, m, erode_px=rim, support=support)
+                            assert (a is None) == (b is None)
+                            if a is None:
+                                nones += 1
+                                continue
+                            compared += 1
+                            assert a.valid_points == b.valid_points
+                            for field in ("position", "centroid", "size", "rotation", "quaternion"):
+                                np.testing.assert_allclose(getattr(a, field), getattr(b, field), rtol=0, atol=1e-9,
+                                                           err_msg=field)
+    finally:
+        P.use_kernel(True)
+    assert compared > 300 and nones >= 8

