@@ -321,3 +321,39 @@ def test_camera_info_uncalibrated_raises():
     msg.k = np.array([500.0, 0, 320, 0, 500, 240, 0, 0, 1])
     with pytest.raises(ConversionError, match="zero size"):
         camera_info_from_msg(msg)
+
+
+def test_image_from_cdr_reads_what_rclpy_serializes():
+    """The raw-subscription reader against rclpy's own serializer: frame_id and encoding lengths
+    that exercise every CDR alignment, row padding, both byte-order flags, an empty image; then
+    truncated and inconsistent buffers raise ConversionError."""
+    from rclpy.serialization import serialize_message
+    from seem_ros.ros.conversions import image_from_cdr
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        m = Image()
+        m.header.frame_id = "f" * (k % 7)
+        m.header.stamp.sec, m.header.stamp.nanosec = int(rng.integers(-5, 2 ** 31 - 1)), int(rng.integers(0, 10 ** 9))
+        m.encoding = ["rgb8", "bgr8", "mono8", "rgba8", "16UC1", "32FC1", "x"][k % 7]
+        m.is_bigendian = k % 2
+        m.height, m.width = int(rng.integers(0, 5)), int(rng.integers(1, 6))
+        m.step = m.width * 3 + k % 4
+        m.data = rng.integers(0, 256, m.height * m.step, np.uint8).tobytes()
+        v = image_from_cdr(serialize_message(m))
+        assert (v.header.frame_id, v.header.stamp.sec, v.header.stamp.nanosec) == \
+            (m.header.frame_id, m.header.stamp.sec, m.header.stamp.nanosec)
+        assert (v.height, v.width, v.encoding, v.is_bigendian, v.step) == \
+            (m.height, m.width, m.encoding, m.is_bigendian, m.step)
+        assert bytes(v.data) == bytes(m.data)
+    m = Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12))
+    m.header.frame_id = "camera"
+    buf = serialize_message(m)
+    np.testing.assert_array_equal(image_to_rgb(image_from_cdr(buf)), np.zeros((2, 2, 3), np.uint8))
+    for bad in (buf[:3], buf[:20], buf[:-1], buf[:4] + b"\xff" * 8):
+        with pytest.raises(ConversionError):
+            image_from_cdr(bad)
+    # Another encapsulation (big-endian CDR, as a big-endian publisher would send): rclpy's reader.
+    be = bytearray(buf)
+    be[1] = 0
+    with pytest.raises(ConversionError, match="deserialize"):
+        image_from_cdr(bytes(be))            # the little-endian payload, mislabelled: rejected

@@ -44,8 +44,8 @@ from ..overlay import draw_overlay
 from ..geometry.pose import POSE_RIM_PX
 from ..perception import FIT, FrameInput, Perception, PromptRequest
 from . import prompt_messages as pm
-from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_to_depth_image,
-                          image_to_rgb, labels_to_image, rgb_to_image)
+from .conversions import (ConversionError, camera_info_from_msg, compressed_to_rgb, image_from_cdr,
+                          image_to_depth_image, image_to_rgb, labels_to_image, rgb_to_image)
 from .result_messages import label_map_msg, markers_msg, objects_msg, poses_msg
 from .process_tuning import tune_process
 
@@ -159,7 +159,10 @@ class SeemNode(LifecycleNode):
             self.create_subscription(Prompt, "prompt", self._on_prompt, PROMPT_QOS),
             self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS),
             self.create_subscription(CameraInfo, "camera_info", self._on_info, SENSOR_QOS),
-            self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS),
+            # Colour as serialized bytes, read by the worker (conversions.image_from_cdr): rclpy's
+            # deserialization would copy the pixels and build the message in this thread.
+            self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS,
+                                     raw=image_topic[1] is Image),
         ]
         self._running = True
         self._worker = threading.Thread(target=self._work, name="seem_worker", daemon=True)
@@ -380,8 +383,7 @@ class SeemNode(LifecycleNode):
             try:
                 self._process(msg, received, prompts, infos)
             except Exception as e:       # never let one frame end the node
-                self.error(f"frame {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}: "
-                           f"{type(e).__name__}: {e}")
+                self.error(f"frame received at {received:.3f}: {type(e).__name__}: {e}")
 
     def _has_depth(self, stamp: float, depths=None) -> bool:
         slop = self._param("sync_slop_s")
@@ -401,14 +403,16 @@ class SeemNode(LifecycleNode):
         t0 = time.perf_counter()
         picked = time.time()
         depth_deadline = time.monotonic() + DEPTH_WAIT_S
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         try:
+            if isinstance(msg, bytes):
+                msg = image_from_cdr(msg)
             rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ConversionError as e:
             self.error(f"image: {e}")
             with self._lock:         # prompts waiting for a valid frame wait for the next one
                 self._prompts.extendleft(reversed(prompts))
             return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         h, w = rgb.shape[:2]
         K = self._camera_matrix(infos, stamp, (h, w))      # for 3D clicks; poses take this stamp's
         with self._lock:
