@@ -157,10 +157,10 @@ class SeemNode(LifecycleNode):
             self.create_subscription(Point, "prompt/point", self._on_pixel_point, PROMPT_QOS),
             self.create_subscription(PointStamped, "clicked_point", self._on_clicked_point, PROMPT_QOS),
             self.create_subscription(Prompt, "prompt", self._on_prompt, PROMPT_QOS),
-            self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS),
+            self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS, raw=True),
             self.create_subscription(CameraInfo, "camera_info", self._on_info, SENSOR_QOS),
-            # Colour as serialized bytes, read by the worker (conversions.image_from_cdr): rclpy's
-            # deserialization would copy the pixels and build the message in this thread.
+            # Colour and depth as serialized bytes, read in place (conversions.image_from_cdr; colour
+            # by the worker): rclpy's deserialization would copy the pixels in this thread.
             self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS,
                                      raw=image_topic[1] is Image),
         ]
@@ -311,7 +311,12 @@ class SeemNode(LifecycleNode):
             self._stats.received.append(time.monotonic())
             self._wake.notify()
 
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, buf: bytes) -> None:
+        try:                  # a view of the bytes (image_from_cdr), as colour: no copy here
+            msg = image_from_cdr(buf)
+        except ConversionError as e:
+            self.error(f"depth: {e}")
+            return
         with self._lock:
             self._depths.append(msg)
             self._wake.notify_all()
