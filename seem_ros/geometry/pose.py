@@ -242,7 +242,7 @@ def estimate_pose(depth_m, K, mask, min_points: int = 20, up=UP_OPTICAL, box=Non
     # Medians and percentiles of a few thousand points are as good as of all of them, and the
     # node computes a pose per object per frame: a large mask is read on a pixel grid of stride
     # s (the same camera with focal lengths / s), so no step costs more than ~MAX_POINTS pixels.
-    s = max(1, int(np.ceil(np.sqrt(n_mask / MAX_POINTS))))
+    s = max(1, math.ceil(math.sqrt(n_mask / MAX_POINTS)))
     if _kernel is not None:
         pose = _kernel_pose(depth, lazy, mask, box, n_mask, s, int(round(erode_px / s)), min_points,
                             surface_jump, K, up, support)
@@ -359,14 +359,13 @@ def _kernel_pose(depth, lazy, mask, box, n_mask, s, rg0, min_points, surface_jum
     if kind is None or (not lazy and kind == 0) or raw.ndim != 2 or mask.dtype != np.bool_:
         return NotImplemented                 # e.g. a big-endian depth view: numpy reads it
     sup = support is not None
-    ip = np.array([kind, raw.strides[0], raw.strides[1], int(lazy), mask.strides[0], mask.strides[1],
-                   *box, n_mask, s, rg0, min_points, int(sup)], np.int64)
-    dp = np.empty(21)
-    dp[:9] = np.asarray(K, np.float64).reshape(9)
-    dp[9:12] = up
-    dp[12:15] = support.normal if sup else up
-    dp[15:21] = (support.offset if sup else 0.0, SUPPORT_SNAP, depth.scale if lazy else 1.0,
-                 depth.min_range if lazy else 0.0, depth.max_range if lazy else math.inf, surface_jump)
+    ip = np.array((kind, *raw.strides, int(lazy), *mask.strides, *box, n_mask, s, rg0, min_points, int(sup)),
+                  np.int64)
+    normal = support.normal if sup else up
+    dp = np.array((*np.asarray(K, np.float64).ravel().tolist(), *up, *normal,
+                   support.offset if sup else 0.0, SUPPORT_SNAP, depth.scale if lazy else 1.0,
+                   depth.min_range if lazy else 0.0, depth.max_range if lazy else math.inf, surface_jump),
+                  np.float64)
     out = np.empty(24)
     n = _kernel(raw.ctypes.data, mask.ctypes.data, ip.ctypes.data, dp.ctypes.data, out.ctypes.data)
     if n < 0:
