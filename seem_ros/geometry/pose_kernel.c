@@ -62,6 +62,19 @@ static void cross3(const double *a, const double *b, double *o) {
     o[2] = a[0] * b[1] - a[1] * b[0];
 }
 
+/* out[k] = dir . (X0[k], X1[k], X2[k]): the points along a direction. */
+static void project(const double *X0, const double *X1, const double *X2, long n, const double *dir, double *out) {
+    for (long k = 0; k < n; k++) out[k] = dir[0] * X0[k] + dir[1] * X1[k] + dir[2] * X2[k];
+}
+
+/* The points' 0.5 % and 99.5 % quantiles along a direction (their extent, robustly). */
+static void extent(const double *X0, const double *X1, const double *X2, long n, const double *dir,
+                   double *tmp, double *scr, double *lo, double *hi) {
+    project(X0, X1, X2, n, dir, tmp);
+    *lo = quantile(tmp, n, 0.005, scr);
+    *hi = quantile(tmp, n, 0.995, scr);
+}
+
 /* Eigen-decomposition of a symmetric 3x3 matrix (cyclic Jacobi): w ascending, V's columns the
  * vectors (row-major V[3*i + k] = component i of vector k). */
 static void eigh3(const double *A, double *w, double *V) {
@@ -285,7 +298,7 @@ int seem_pose(const void *depth, const uint8_t *mask, const int64_t *ip, const d
     double med[3];
     for (int a = 0; a < 3; a++) med[a] = quantile(X + a * n, n, 0.5, scr);
     double rn = sqrt(dot3(med, med)), r[3] = {med[0] / rn, med[1] / rn, med[2] / rn};
-    for (long k = 0; k < n; k++) d[k] = r[0] * X0[k] + r[1] * X1[k] + r[2] * X2[k];
+    project(X0, X1, X2, n, r, d);
     double md = quantile(d, n, 0.5, scr);
     for (long k = 0; k < n; k++) tmp[k] = fabs(d[k] - md);
     double mad = 1.4826 * quantile(tmp, n, 0.5, scr);
@@ -309,11 +322,10 @@ int seem_pose(const void *depth, const uint8_t *mask, const int64_t *ip, const d
             double fn = sqrt(ff), side[3];
             for (int a = 0; a < 3; a++) fw[a] /= fn;
             cross3(up, fw, side);
-            for (long k = 0; k < nk; k++) tmp[k] = side[0] * X0[k] + side[1] * X1[k] + side[2] * X2[k];
-            double s_lo = quantile(tmp, nk, 0.005, scr), s_hi = quantile(tmp, nk, 0.995, scr);
-            for (long k = 0; k < nk; k++) tmp[k] = up[0] * X0[k] + up[1] * X1[k] + up[2] * X2[k];
-            double h_lo = quantile(tmp, nk, 0.005, scr), h_hi = quantile(tmp, nk, 0.995, scr);
-            for (long k = 0; k < nk; k++) tmp[k] = fw[0] * X0[k] + fw[1] * X1[k] + fw[2] * X2[k];
+            double s_lo, s_hi, h_lo, h_hi;
+            extent(X0, X1, X2, nk, side, tmp, scr, &s_lo, &s_hi);
+            extent(X0, X1, X2, nk, up, tmp, scr, &h_lo, &h_hi);
+            project(X0, X1, X2, nk, fw, tmp);
             double f_front = quantile(tmp, nk, 0.01, scr);
             double floor_h = -offset;
             double bottom = h_lo - floor_h < snap ? floor_h : h_lo - rim_m;
@@ -330,10 +342,9 @@ int seem_pose(const void *depth, const uint8_t *mask, const int64_t *ip, const d
         double en = sqrt(dot3(e1, e1));
         for (int a = 0; a < 3; a++) e1[a] /= en;
         cross3(r, e1, e2);
-        for (long k = 0; k < nk; k++) tmp[k] = e1[0] * X0[k] + e1[1] * X1[k] + e1[2] * X2[k];
-        double a_lo = quantile(tmp, nk, 0.005, scr), a_hi = quantile(tmp, nk, 0.995, scr);
-        for (long k = 0; k < nk; k++) tmp[k] = e2[0] * X0[k] + e2[1] * X1[k] + e2[2] * X2[k];
-        double b_lo = quantile(tmp, nk, 0.005, scr), b_hi = quantile(tmp, nk, 0.995, scr);
+        double a_lo, a_hi, b_lo, b_hi;
+        extent(X0, X1, X2, nk, e1, tmp, scr, &a_lo, &a_hi);
+        extent(X0, X1, X2, nk, e2, tmp, scr, &b_lo, &b_hi);
         double half = (a_hi - a_lo > b_hi - b_lo ? a_hi - a_lo : b_hi - b_lo) / 2 + rim_m;
         for (int a = 0; a < 3; a++)
             position[a] = (a_lo + a_hi) / 2 * e1[a] + (b_lo + b_hi) / 2 * e2[a] + (front + half) * r[a];
