@@ -440,6 +440,20 @@ def test_data_shorter_than_height_times_step(clean):
     _still_works(c)
 
 
+def test_truncated_serialized_colour_and_depth(clean):
+    """Colour and depth come through raw subscriptions (the node reads their CDR itself): cut
+    short on the wire, each is reported and the node answers the next valid frame."""
+    from rclpy.serialization import serialize_message
+    from seem_ros.ros.conversions import depth_to_image
+    c = clean
+    frame = render()
+    c.pub["image"].publish(serialize_message(_encode(frame.rgb, "rgb8"))[:1000])
+    c.wait_error("image: serialized image: ")
+    c.pub["depth"].publish(serialize_message(depth_to_image(frame.depth, c.header()))[:30])
+    c.wait_error("depth: serialized image ")
+    _still_works(c)
+
+
 def test_depth_of_another_size(clean):
     from seem_ros.ros.conversions import depth_to_image
     c = clean
