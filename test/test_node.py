@@ -454,6 +454,31 @@ def test_truncated_serialized_colour_and_depth(clean):
     _still_works(c)
 
 
+def test_uncalibrated_camera_info(clean):
+    """An all-zero K (an uncalibrated driver): reported, that frame has no poses, and the next
+    frame with a usable camera_info has them again."""
+    from seem_ros.ros.conversions import camera_info_to_msg, depth_to_image
+    c = clean
+    frame = render()
+    c.wait_output(c.send_frame(frame))
+    c.text("the first thing")
+    c.wait_output(c.send_frame(frame))
+    hd = c.header()
+    info = camera_info_to_msg(frame.camera_info, hd)
+    info.k = [0.0] * 9
+    c.pub["depth"].publish(depth_to_image(frame.depth, hd))
+    c.pub["info"].publish(info)
+    c.h.spin_once(0.02)
+    m = _encode(frame.rgb, "rgb8")
+    m.header = hd
+    c.pub["image"].publish(m)
+    c.wait_error("no usable intrinsics")
+    out = c.wait_output(hd)
+    assert out["objects"].objects and all(not o.has_pose for o in out["objects"].objects)
+    out = c.wait_output(c.send_frame(frame))
+    assert any(o.has_pose for o in out["objects"].objects)
+
+
 def test_depth_of_another_size(clean):
     from seem_ros.ros.conversions import depth_to_image
     c = clean
