@@ -253,9 +253,9 @@ def test_large_best_effort_images_are_not_dropped(ros_env, ros_node):
         while len(stamps) < frames and time.monotonic() < deadline:
             ros_node.spin_once()
     assert child.proc.returncode == 0, child.output
-    # Without the profile nearly all are lost (4 of 150 arrived); with it, what a loaded 2-core
-    # machine loses is the Python receiver falling behind a 2.7 MB stream (16 of 20 arrived once
-    # in a fresh-clone CI run on a busy host), not transport: three quarters tell the two apart.
+    # Without the profile nearly all are lost (4 of 150 arrived); with it a loaded 2-core machine
+    # still loses a few (16 of 20 arrived once, in a fresh-clone CI run on a busy host): three
+    # quarters tell the two apart.
     assert len(stamps) >= 3 * frames // 4, f"received {len(stamps)} of {frames} frames"
 
 
