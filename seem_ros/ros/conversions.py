@@ -79,6 +79,9 @@ def _pixels(msg, channels: int, dtype) -> np.ndarray:
     return out
 
 
+_CDR_U32, _CDR_2U32, _CDR_STAMP = struct.Struct("<I"), struct.Struct("<II"), struct.Struct("<iI")
+
+
 @dataclass
 class ImageView:
     """A sensor_msgs/Image read straight from its serialized bytes: the fields the readers below
@@ -107,27 +110,26 @@ def image_from_cdr(buf: bytes) -> ImageView:
             return deserialize_message(bytes(buf), Image)
         except Exception as e:
             raise ConversionError(f"cannot deserialize the image: {e}") from None
-    end = "<"
-    u32 = struct.Struct(end + "I")
     o = 4
+
     def align(o):                                     # CDR aligns to the payload's start
         return 4 + ((o - 4 + 3) & ~3)
 
     def string(o):
-        n = u32.unpack_from(mv, o)[0]
+        n = _CDR_U32.unpack_from(mv, o)[0]
         if n < 1 or o + 4 + n > len(mv):
             raise ConversionError("serialized image: a string runs past the data")
         return bytes(mv[o + 4:o + 3 + n]).decode("utf-8", "replace"), o + 4 + n
 
     try:
-        sec, nanosec = struct.unpack_from(end + "iI", mv, o)
+        sec, nanosec = _CDR_STAMP.unpack_from(mv, o)
         frame_id, o = string(o + 8)
         o = align(o)
-        height, width = struct.unpack_from(end + "II", mv, o)
+        height, width = _CDR_2U32.unpack_from(mv, o)
         encoding, o = string(o + 8)
         is_bigendian = mv[o]
         o = align(o + 1)
-        step, n = struct.unpack_from(end + "II", mv, o)
+        step, n = _CDR_2U32.unpack_from(mv, o)
     except (struct.error, IndexError):
         raise ConversionError(f"serialized image of {len(mv)} bytes is truncated") from None
     o += 8
