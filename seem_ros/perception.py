@@ -47,12 +47,16 @@ class PromptRequest:
     label: str = ""
     stamp: Optional[float] = None              # seconds; None = the newest frame
     source: str = "prompt"                     # where it came from, for messages and `prompt`
+    reference: Optional[np.ndarray] = None     # [h, w, 3] uint8: the visual prompt is drawn on this
+    #                                            image, and the object is looked for by its look there
 
     def has_visual(self) -> bool:
         return any(x is not None and len(x) for x in (self.points, self.boxes)) or bool(
             self.scribbles or self.polygons or self.negative_scribbles) or self.mask is not None
 
     def kind(self) -> str:
+        if self.reference is not None:
+            return "reference"
         if self.mask is not None:
             return "mask"
         if self.scribbles or self.polygons:
@@ -289,6 +293,9 @@ class Perception:
             for op in self._object_prompts(p, emb):
                 self.tracker.add(op, emb, stamp)
         elif p.mode == MODE_REFINE:
+            if p.reference is not None:
+                raise ValueError("a reference image cannot refine an object (its clicks are on another "
+                                 "image): use mode replace, or refine with clicks on the camera image")
             if not p.has_visual():
                 raise ValueError("refine needs clicks, boxes, scribbles or a mask")
             self.tracker.refine(int(p.target_id), self._visual(p, emb), emb, stamp)
@@ -301,15 +308,35 @@ class Perception:
             raise ValueError(f"unknown mode {p.mode} (0 add, 1 refine, 2 replace, 3 remove)")
 
     def _object_prompts(self, p: PromptRequest, emb: ImageEmbedding) -> List[ObjectPrompt]:
-        if p.has_visual():                     # text alongside clicks names the object: a label
-            op = ObjectPrompt(kind=p.kind(), text=p.label or p.text.strip(), visual=self._visual(p, emb))
-            return [op]
+        # Text alongside clicks (or a reference image) names the object: its label, unless the
+        # prompt gives one.
+        name = p.label.strip() or p.text.strip()
+        if p.reference is not None:
+            return [self._reference_prompt(p, name)]
+        if p.has_visual():
+            return [ObjectPrompt(kind=p.kind(), text=p.text.strip(), visual=self._visual(p, emb), label=name)]
         if p.text.strip():
             phrases = validate_text(p.text)
-            if p.label and len(phrases) == 1:
-                return [ObjectPrompt(kind="text", text=phrases[0])]
+            if len(phrases) == 1:
+                return [ObjectPrompt(kind="text", text=phrases[0], label=p.label.strip())]
+            if p.label.strip():
+                raise ValueError(f"one label for {len(phrases)} phrases: give each object its own prompt")
             return [ObjectPrompt(kind="text", text=ph) for ph in phrases]
         raise ValueError("empty prompt: no text, clicks, boxes, scribbles or mask")
+
+    def _reference_prompt(self, p: PromptRequest, name: str) -> ObjectPrompt:
+        """The object as marked on a reference image: that image is encoded (one more encoding,
+        once per prompt) and the mark's prompt tokens taken there; the tracker then looks for
+        them in the camera's frames, as SEEM's referring across images does."""
+        ref = p.reference
+        if not isinstance(ref, np.ndarray) or ref.dtype != np.uint8 or ref.ndim != 3 or ref.shape[2] != 3 \
+                or min(ref.shape[:2]) < 1:
+            raise ValueError("reference image must be [h, w, 3] uint8 RGB")
+        if not p.has_visual():
+            raise ValueError("a reference image needs the object marked on it (clicks, boxes, scribbles or a mask)")
+        ref_emb = self.predictor.encode(ref)
+        tokens = self.predictor.reference_tokens([self._visual(p, ref_emb)], ref_emb)
+        return ObjectPrompt(kind="reference", text=p.text.strip(), tokens=tokens, label=name)
 
     @staticmethod
     def _visual(p: PromptRequest, emb: ImageEmbedding) -> VisualPrompt:

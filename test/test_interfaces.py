@@ -78,7 +78,8 @@ def test_messages_have_their_fields_and_types():
         "header": "std_msgs/Header", "mode": "uint8", "target_id": "uint32", "text": "string",
         "points": "sequence<geometry_msgs/Point>", "point_labels": "sequence<uint8>",
         "boxes": "sequence<seem_ros/Box2D>", "scribbles": "sequence<seem_ros/Polyline>",
-        "mask": "sensor_msgs/Image", "negative_mask": "sensor_msgs/Image", "label": "string"}
+        "mask": "sensor_msgs/Image", "negative_mask": "sensor_msgs/Image", "reference_image": "sensor_msgs/Image",
+        "label": "string"}
     assert SegmentedObject.get_fields_and_field_types() == {
         "id": "uint32", "state": "uint8", "last_seen": "builtin_interfaces/Time", "label": "string",
         "label_id": "int32", "score": "float", "label_score": "float", "prompt": "string",
@@ -104,6 +105,7 @@ def test_constants_and_defaults():
     p = Prompt()
     assert p.mode == Prompt.MODE_ADD and p.target_id == 0        # default: a new object
     assert p.mask.width == 0 and p.negative_mask.width == 0      # default: no mask
+    assert p.reference_image.width == 0                          # default: drawn on the camera image
     assert SegmentedObject().state == SegmentedObject.STATE_TRACKED
     with pytest.raises(AssertionError):
         Prompt(mode=256, check_fields=True)                       # uint8 is range checked

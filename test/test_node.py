@@ -391,6 +391,32 @@ def test_clicked_point_in_camera_frame_is_projected(clean):
     assert instances_of(out)[ys[k], xs[k]] == objs[0].instance_value
 
 
+def test_reference_image_prompt_finds_the_marked_object(clean):
+    """A box drawn on another picture of the scene (another camera pose): the node finds that
+    object in its camera's frames and keeps it."""
+    from seem_ros.msg import Box2D, Prompt
+    from seem_ros.sim import make_scene, render as _render
+    from seem_ros.training.evaluate import other_view
+    c = clean
+    scene = make_scene(SCENE_SEED, W, H)
+    ref, frame = _render(other_view(scene, np.random.default_rng(SCENE_SEED))), _render(scene)
+    target = next(o for o in ref.objects if (o.colour, o.shape_name) == ("red", "cube"))
+    ys, xs = np.nonzero(ref.instance == target.id)
+    c.wait_output(c.send_frame(frame))
+    p = Prompt(label="my cube", reference_image=_encode(ref.rgb, "bgr8"),
+               boxes=[Box2D(x_min=float(xs.min()), y_min=float(ys.min()), x_max=xs.max() + 1.0, y_max=ys.max() + 1.0)])
+    c.pub["prompt"].publish(p)
+    c.h.spin_once(0.1)
+    ids = []
+    for _ in range(2):
+        out = c.wait_output(c.send_frame(frame))
+        o, = out["objects"].objects
+        assert (o.label, o.prompt) == ("my cube", "reference")
+        assert iou(instances_of(out) == o.instance_value, frame.instance == target.id) > 0.8
+        ids.append(o.id)
+    assert ids[0] == ids[1]
+
+
 def test_remove_service_and_prompt_remove_mode(clean):
     from seem_ros.msg import Prompt
     from seem_ros.srv import RemoveObject
@@ -511,6 +537,23 @@ def test_empty_and_huge_text(clean, text, expect):
     c.wait_output(c.send_frame(render()))
     c.text(text)
     c.wait_error(expect)
+    _still_works(c)
+
+
+def test_bad_reference_image(clean):
+    from geometry_msgs.msg import Point
+    from seem_ros.msg import Box2D, Prompt
+    c = clean
+    c.wait_output(c.send_frame(render()))
+    ref = _encode(render().rgb, "rgb8")
+    ref.encoding = "32FC1"
+    c.pub["prompt"].publish(Prompt(reference_image=ref, boxes=[Box2D(x_min=1.0, y_min=1.0, x_max=9.0, y_max=9.0)]))
+    c.wait_error("reference_image: unsupported")
+    c.pub["prompt"].publish(Prompt(reference_image=_encode(render().rgb[:50, :60], "rgb8"), text="the cube"))
+    c.wait_error("without the object marked")
+    c.pub["prompt"].publish(Prompt(reference_image=_encode(render().rgb[:50, :60], "rgb8"),
+                                   points=[Point(x=100.0, y=20.0)]))
+    c.wait_error("outside the 60x50 image")
     _still_works(c)
 
 

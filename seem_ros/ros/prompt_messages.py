@@ -9,8 +9,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..perception import MODE_ADD, MODE_REMOVE, PromptRequest, validate_text
-from .conversions import ConversionError, image_to_mask
+from ..perception import MODE_ADD, MODE_REFINE, MODE_REMOVE, PromptRequest, validate_text
+from .conversions import ConversionError, image_to_mask, image_to_rgb
 
 MAX_POINTS = 1000
 MAX_VERTICES = 10_000
@@ -99,6 +99,16 @@ def from_prompt(msg) -> PromptRequest:
         r.mask = image_to_mask(msg.mask)
     if msg.negative_mask.width:
         r.negative_mask = image_to_mask(msg.negative_mask)
+    if msg.reference_image.width:
+        if r.mode == MODE_REFINE:
+            raise ConversionError("a reference image cannot refine an object (its clicks are on another image): "
+                                  "use mode replace, or refine with clicks on the camera image")
+        try:
+            r.reference = image_to_rgb(msg.reference_image)
+        except ConversionError as e:
+            raise ConversionError(f"reference_image: {e}") from None
+        if not r.has_visual():
+            raise ConversionError("reference_image without the object marked on it (points, boxes, scribbles or mask)")
     if r.text:
         try:
             validate_text(r.text)
@@ -110,8 +120,9 @@ def from_prompt(msg) -> PromptRequest:
 
 
 def check_pixels(r: PromptRequest, size: Tuple[int, int]) -> PromptRequest:
-    """Clicks must fall on the image (the newest one's size; frames of a stream share it)."""
-    h, w = size
+    """Clicks must fall on the image they are drawn on: the reference image, or the camera's (the
+    newest one's size; frames of a stream share it)."""
+    h, w = r.reference.shape[:2] if r.reference is not None else size
     if r.points is not None and len(r.points):
         x, y = r.points[:, 0], r.points[:, 1]
         out = (x < 0) | (x >= w) | (y < 0) | (y >= h)

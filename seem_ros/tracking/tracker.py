@@ -55,6 +55,7 @@ class ObjectPrompt:
     text: str = ""                              # the phrase, for kind "text" (also used as the label)
     visual: Optional[VisualPrompt] = None       # for point/box/scribble/mask
     tokens: Optional[SpatialTokens] = None      # for "reference" (predictor.reference_tokens on another image)
+    label: str = ""                             # the object's name; empty: the phrase (text) or the model's label
 
 
 @dataclass
@@ -226,7 +227,7 @@ class ObjectTracker:
             raise ValueError(f"cannot add: already tracking max_objects={self.max_objects} objects "
                              "(remove one first)")
         self._check(prompt)
-        obj = _Object(self._next_id, prompt, prompt.text.strip() if prompt.kind == "text" else "", stamp)
+        obj = _Object(self._next_id, prompt, _name(prompt), stamp)
         self._segment(obj, prompt, embedding, stamp)     # raises before the id is taken
         self._next_id += 1
         self._objects[obj.id] = obj
@@ -237,8 +238,7 @@ class ObjectTracker:
         """Re-prompt an existing object from scratch; it keeps its id and age."""
         old = self._get(obj_id)
         self._check(prompt)
-        obj = _Object(old.id, prompt, prompt.text.strip() if prompt.kind == "text" else "", old.created,
-                      age_frames=old.age_frames)
+        obj = _Object(old.id, prompt, _name(prompt), old.created, age_frames=old.age_frames)
         self._segment(obj, prompt, embedding, stamp)
         self._objects[obj_id] = obj
         self._claim(obj, embedding, stamp)
@@ -326,11 +326,12 @@ class ObjectTracker:
         pred = self.predictor
         try:
             if p.kind == "text":
-                ids, att = pred.tokenizer([obj.label])
+                phrase = p.text.strip()
+                ids, att = pred.tokenizer([phrase])
                 tok, cls = pred.model.text_encoder.encode_tokens(ids.to(pred.device), att.to(pred.device))
                 obj.text_tokens = tok[0][att[0].bool().to(pred.device)]
                 obj.text_emb = cls[0]
-                seg = pred.predict_text([obj.label], emb)
+                seg = pred.predict_text([phrase], emb)
                 visual = None
             elif p.kind == "reference":
                 obj.ref_tokens = p.tokens
@@ -341,7 +342,7 @@ class ObjectTracker:
                 obj.round_prompt = visual = p.visual
         except PromptError as e:
             raise ValueError(f"bad {p.kind} prompt: {e}") from e
-        self._accept(obj, seg, visual, emb, stamp, keep_label=p.kind == "text")
+        self._accept(obj, seg, visual, emb, stamp, keep_label=bool(obj.label))
         if obj.state == TRACKED and p.kind != "reference":
             obj.ref_tokens = obj.last_tokens     # the segmented mask: what later frames look for
         # A click / box / scribble / mask the model found nothing at stays lost, unsearched (its
@@ -782,6 +783,12 @@ class ObjectTracker:
 
 
 # ---------------------------------------------------------------------- helpers
+def _name(p: ObjectPrompt) -> str:
+    """The label an object starts with: the user's, else a text prompt's phrase; empty: the
+    model's label of its mask."""
+    return p.label.strip() or (p.text.strip() if p.kind == "text" else "")
+
+
 def _bbox(mask: np.ndarray):
     """(row slice, column slice) of the mask's bounding box, None when it is empty."""
     b = mask_box(mask)

@@ -407,12 +407,13 @@ class PromptEval(Evaluator):
 
 
 class ReferenceEval(Evaluator):
-    """Tokens of the object's mask on one render, applied to another view of the same scene."""
+    """Tokens of the object's mask on one render, applied to another view of the same scene (as
+    the node answers a Prompt with a reference image: a new object from those tokens)."""
     name = "reference"
 
-    def __init__(self):
+    def __init__(self, node: bool = True):
         super().__init__()
-        self.ious = []
+        self.ious, self.node = [], node
 
     def add(self, predictor, item):
         if item.scene is None:
@@ -425,8 +426,9 @@ class ReferenceEval(Evaluator):
             if o.id not in keep:
                 continue
             tokens = predictor.reference_tokens([VisualPrompt(mask=item.frame.instance == o.id)], emb_ref)
-            seg = predictor.predict([], embedding=emb, tokens=tokens)
-            self.ious.append(iou(seg.masks[0], other.instance == o.id))
+            m = (node_mask(predictor, emb, ObjectPrompt("reference", tokens=tokens)) if self.node
+                 else predictor.predict([], embedding=emb, tokens=tokens).masks[0])
+            self.ious.append(iou(m, other.instance == o.id))
 
     def result(self):
         return {"miou": miou(self.ious), "n": len(self.ious)}
@@ -542,7 +544,7 @@ def default_evaluators(score_threshold: Optional[float] = None, zoom: bool = Tru
                        node: bool = True) -> List[Evaluator]:
     # Text and clicks before pose: pose reuses their masks.
     return [TextEval(node), ClickEval(zoom=zoom, node=node), *[PromptEval(k, node=node) for k in PromptEval.KINDS],
-            ReferenceEval(),
+            ReferenceEval(node),
             PanopticEval(score_threshold, node), SemanticEval(), PoseEval(node)]
 
 
