@@ -682,8 +682,10 @@ class ObjectTracker:
         minpx = self._min_pixels(emb)
         regions: List[_Candidate] = []
         for c in cands:
-            if c.area and np.count_nonzero(c.mask & taken) > 0.5 * np.count_nonzero(c.mask):
-                continue                                    # it found an object already tracked
+            # A region is not dropped for lying mostly on tracked objects: such a check was here,
+            # but never ran (lost objects' candidates carried no area). Made to run, on seeds 0-47:
+            # dropping regions more than half taken, 142 -> 130 switches but J&F 0.795 -> 0.788;
+            # more than 0.8 taken, 141 and 0.795.
             free = c.mask & ~taken
             parts = _components(free, minpx, 3) if self.components else ([free] if np.count_nonzero(free) >= minpx else [])
             for m in parts:
