@@ -8,6 +8,9 @@ then, as a user would, sends on the node's prompt topics:
     frame  6  a click           on another object                      (prompt, stamped)
     frame 10  a corrective click where that mask is most wrong         (prompt, mode refine)
     frame 14  a second object   by a box around it                      (prompt)
+    frame 18+ a third object    by a box drawn on an earlier camera image (prompt, reference_image):
+                                the first object not yet prompted that is in view now, marked on
+                                the earliest image that shows it (the camera has moved since)
 and records the node's overlay and outputs. Writes demo_out/overlay.gif and demo_out/summary.md:
 per object, mask IoU against the ground truth over the frames, id changes, pose error, and the
 node's latency.
@@ -127,12 +130,13 @@ class _Recorder:
         self.overlay = {}       # stamp -> rgb
         self.recv = {}          # stamp -> receive wall time of ~/objects
         self.events = []        # (index, what, gt id)
+        self.images = {}        # stamp -> camera Image, until the reference prompt is sent
 
 
 def _run_script(a, node_proc, start_camera):
     import rclpy
     from geometry_msgs.msg import Point
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -144,6 +148,7 @@ def _run_script(a, node_proc, start_camera):
     rclpy.init()
     n = rclpy.create_node("seem_demo_user")
     rec = _Recorder()
+    done = set()
     rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     st = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)
 
@@ -162,7 +167,11 @@ def _run_script(a, node_proc, start_camera):
                                   lambda m: rec.inst.__setitem__(st(m), image_to_labels(m)), rel),
             n.create_subscription(SegmentedObjectArray, f"{NS}/seem_node/objects", on_objs, rel),
             n.create_subscription(Image, f"{NS}/seem_node/overlay",
-                                  lambda m: rec.overlay.__setitem__(st(m), image_to_rgb(m).copy()), rel)]
+                                  lambda m: rec.overlay.__setitem__(st(m), image_to_rgb(m).copy()), rel),
+            # The camera's own images, for the reference-image prompt (an earlier view).
+            n.create_subscription(Image, f"{NS}/camera/image",
+                                  lambda m: "reference" not in done and rec.images.__setitem__(st(m), m),
+                                  qos_profile_sensor_data)]
     text_pub = n.create_publisher(String, f"{NS}/prompt/text", rel)
     prompt_pub = n.create_publisher(Prompt, f"{NS}/prompt", rel)
 
@@ -181,7 +190,6 @@ def _run_script(a, node_proc, start_camera):
     cam_proc = start_camera()
     if not spin_until(lambda: subs[0].get_publisher_count() and subs[1].get_publisher_count(), 60):
         return None
-    done = set()
     chosen = {}
     last_index = -1
     t_end = time.time() + a.frames / a.rate * 3 + 120
@@ -245,6 +253,27 @@ def _run_script(a, node_proc, start_camera):
                     chosen["box"] = o["id"]
                     rec.events.append((idx, f"box around {o['phrase']}", o["id"]))
                     done.add("box")
+            elif idx >= 18 and "box" in done and "reference" not in done:
+                # A box drawn on an earlier camera image (another view: the camera has moved),
+                # sent as a reference image: the node finds that object in the current frames.
+                now = {o["id"] for o in vis}
+                old = sorted(t for t in rec.images if t in rec.gt)
+                for t in old:
+                    cand = [o for o in rec.gt[t]["objects"] if o["visible_pixels"] > 800
+                            and o["id"] in now and o["id"] not in chosen.values()]
+                    if cand:
+                        o = max(cand, key=lambda o: o["visible_pixels"])
+                        x0, y0, x1, y1 = o["bbox"]
+                        p = Prompt(mode=Prompt.MODE_ADD, reference_image=rec.images[t],
+                                   boxes=[Box2D(x_min=float(x0), y_min=float(y0), x_max=float(x1 + 1),
+                                                y_max=float(y1 + 1))])
+                        prompt_pub.publish(p)
+                        chosen["reference"] = o["id"]
+                        rec.events.append((idx, f"box around {o['phrase']} on the image of frame "
+                                                f"{rec.gt[t]['index']}, sent as a reference image", o["id"]))
+                        done.add("reference")
+                        rec.images.clear()
+                        break
             if d["index"] >= a.frames - 1:
                 break
         if cam_proc.poll() is not None:
@@ -265,7 +294,7 @@ def _node_id(rec, prompt_kind):
 
 
 def _summarise(rec, out: Path) -> str:
-    kinds = {"text": "text", "click": "point", "box": "box"}
+    kinds = {"text": "text", "click": "point", "box": "box", "reference": "reference"}
     rows = []
     stamps = sorted(s for s in rec.objs if s in rec.gt_inst and s in rec.inst)
     for key, gid in rec.chosen.items():
