@@ -28,6 +28,8 @@ MAX_TEXT_CHARS = 1000          # a command, not a document: longer texts are ref
 MAX_PHRASES = 20
 PANOPTIC_ID_BASE = 50_000      # panoptic segments get ids above tracked objects' (uint16 image)
 FIT = object()                 # Perception.locate: fit the support plane there
+NO_REFERENCE_REFINE = ("a reference image cannot refine an object (its clicks are on another image): "
+                       "use mode replace, or refine with clicks on the camera image")
 
 
 @dataclass
@@ -294,8 +296,7 @@ class Perception:
                 self.tracker.add(op, emb, stamp)
         elif p.mode == MODE_REFINE:
             if p.reference is not None:
-                raise ValueError("a reference image cannot refine an object (its clicks are on another "
-                                 "image): use mode replace, or refine with clicks on the camera image")
+                raise ValueError(NO_REFERENCE_REFINE)
             if not p.has_visual():
                 raise ValueError("refine needs clicks, boxes, scribbles or a mask")
             self.tracker.refine(int(p.target_id), self._visual(p, emb), emb, stamp)

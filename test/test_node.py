@@ -554,6 +554,9 @@ def test_bad_reference_image(clean):
     c.pub["prompt"].publish(Prompt(reference_image=_encode(render().rgb[:50, :60], "rgb8"),
                                    points=[Point(x=100.0, y=20.0)]))
     c.wait_error("outside the 60x50 image")
+    c.pub["prompt"].publish(Prompt(mode=Prompt.MODE_REFINE, target_id=1, reference_image=_encode(render().rgb, "rgb8"),
+                                   points=[Point(x=10.0, y=20.0)]))
+    c.wait_error("cannot refine")
     _still_works(c)
 
 

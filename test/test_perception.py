@@ -7,7 +7,7 @@ import torch
 from seem_ros.defaults import BUNDLED_CHECKPOINT, BUNDLED_VOCABULARY
 from seem_ros.inference import SeemPredictor
 from seem_ros.model import SeemModel
-from seem_ros.perception import MODE_REFINE, FrameInput, Perception, PromptRequest
+from seem_ros.perception import MODE_REFINE, MODE_REPLACE, FrameInput, Perception, PromptRequest
 from seem_ros.sim import make_scene, render
 from seem_ros.training.evaluate import other_view
 
@@ -54,6 +54,12 @@ def test_reference_image_prompt_finds_the_object_in_the_camera_view(pred, views)
         again = per.process(FrameInput(b.rgb, t))
         assert [(x.id, x.tracked) for x in again.objects] == [(o.id, True)]
         assert iou(again.objects[0].mask, b.instance == cube.id) > 0.8
+    # Replace: the same id, now the object marked on the reference is another one.
+    box = next(x for x in a.objects if (x.colour, x.shape_name) == ("blue", "box"))
+    res = per.process(FrameInput(b.rgb, 1.3), [PromptRequest(mode=MODE_REPLACE, target_id=o.id, reference=a.rgb,
+                                                             boxes=box_of(a.instance == box.id))])
+    assert res.errors == [] and [x.id for x in res.objects] == [o.id]
+    assert iou(res.objects[0].mask, b.instance == box.id) > 0.8
 
 
 def test_bad_reference_prompts_are_reported_and_the_frame_goes_on(pred, views):

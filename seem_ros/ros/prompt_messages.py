@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..perception import MODE_ADD, MODE_REFINE, MODE_REMOVE, PromptRequest, validate_text
+from ..perception import MODE_ADD, MODE_REFINE, MODE_REMOVE, NO_REFERENCE_REFINE, PromptRequest, validate_text
 from .conversions import ConversionError, image_to_mask, image_to_rgb
 
 MAX_POINTS = 1000
@@ -101,8 +101,7 @@ def from_prompt(msg) -> PromptRequest:
         r.negative_mask = image_to_mask(msg.negative_mask)
     if msg.reference_image.width:
         if r.mode == MODE_REFINE:
-            raise ConversionError("a reference image cannot refine an object (its clicks are on another image): "
-                                  "use mode replace, or refine with clicks on the camera image")
+            raise ConversionError(NO_REFERENCE_REFINE)
         try:
             r.reference = image_to_rgb(msg.reference_image)
         except ConversionError as e:

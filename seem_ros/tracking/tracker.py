@@ -52,7 +52,7 @@ PROPAGATE = ("first+last", "first", "last", "mask")
 class ObjectPrompt:
     """What creates or refines an object."""
     kind: str                                   # "text" | "point" | "box" | "scribble" | "mask" | "reference"
-    text: str = ""                              # the phrase, for kind "text" (also used as the label)
+    text: str = ""                              # the phrase, for kind "text" (the label unless `label` is set)
     visual: Optional[VisualPrompt] = None       # for point/box/scribble/mask
     tokens: Optional[SpatialTokens] = None      # for "reference" (predictor.reference_tokens on another image)
     label: str = ""                             # the object's name; empty: the phrase (text) or the model's label
