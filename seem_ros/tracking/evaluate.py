@@ -1,7 +1,7 @@
 """Tracking evaluation on held-out synthetic sequences (seeds below the training base).
 
     python -m seem_ros.tracking.evaluate [--checkpoint seem_ros/weights/seem_tiny.pt]
-        [--sequences 8] [--frames 40] [--size 320x240] [--kinds point,text,box,scribble]
+        [--sequences 8] [--frames 40] [--size 320x240] [--kinds point,text,box,scribble[,reference]]
         [--set propagate=mask --set memory=none ...] [--workers 4] [--json out.json]
 
 --set passes ObjectTracker keyword arguments (the ablations); --workers runs sequences in
@@ -9,8 +9,10 @@ parallel processes. Seeds start at --first-seed (default 0); all are below the t
 
 Every object of a sequence is prompted once, on its first well-visible frame (at least 60 % of its
 largest visible area in the sequence): by one click at its most interior pixel, by the text
-"<colour> <shape>" when no other object of the scene shares it, by its box, or by a scribble; one
-tracker per prompt kind, all on the same image encodings. Then it is tracked to the end, and
+"<colour> <shape>" when no other object of the scene shares it, by its box, or by a scribble; or
+(`--kinds reference`, not in the default set) by its box drawn on another view of that moment (the
+camera orbited 15-30 degrees), as a Prompt with a reference image; one tracker per prompt kind,
+all on the same image encodings. Then it is tracked to the end, and
 
 - J, F: DAVIS region similarity and boundary F per object-frame after the prompt frame (frames
   where it is out of view count as 1 when the tracker reports it lost, else 0), averaged per
@@ -42,13 +44,14 @@ import torch
 
 from ..inference import SeemPredictor, VisualPrompt
 from ..model import SeemModel
-from ..sim import make_sequence
+from ..sim import make_sequence, render
 from ..training.clicks import border_distance
 from ..training.data import TRAIN_SEED_BASE, interior_point
 from . import metrics
 from .tracker import ObjectPrompt, ObjectTracker
 
 EVAL_KINDS = ("point", "text", "box", "scribble")
+KINDS = EVAL_KINDS + ("reference",)     # reference: `--kinds reference`, reported on its own
 
 
 def scribble(mask: np.ndarray, rng: np.random.Generator, k: int = 3) -> np.ndarray:
@@ -61,6 +64,20 @@ def scribble(mask: np.ndarray, rng: np.random.Generator, k: int = 3) -> np.ndarr
         d = pts - pts.mean(0)
         pts = pts[np.argsort(d @ np.linalg.svd(d, full_matrices=False)[2][0])]
     return pts
+
+
+def reference_prompt(predictor: SeemPredictor, seq, i: int, obj: int, seed: int, min_px: int) -> Optional[ObjectPrompt]:
+    """A box around the object drawn on another view of frame i's scene (the camera orbited 15-30
+    degrees, as the held-out reference row), as the node's Prompt with a reference image; None
+    when it shows fewer than min_px pixels there."""
+    from ..training.evaluate import other_view
+    view = render(other_view(seq.scene_at(i), np.random.default_rng([seed, obj, 0x2EF])), index=i)
+    m = view.instance == obj
+    if np.count_nonzero(m) < min_px:
+        return None
+    ys, xs = np.nonzero(m)
+    box = VisualPrompt(boxes=np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], float))
+    return ObjectPrompt("reference", tokens=predictor.reference_tokens([box], predictor.encode(view.rgb)))
 
 
 def make_prompt(kind: str, mask: np.ndarray, phrase: Optional[str], rng: np.random.Generator) -> Optional[ObjectPrompt]:
@@ -145,7 +162,13 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
             tr = trackers[k]
             for o, s in start.items():
                 if s == i:
-                    p = make_prompt(k, gts[o], phrase[o], rng)
+                    if k == "reference":
+                        p = reference_prompt(predictor, seq, i, o, seed, well)
+                        if p is None:
+                            stats[k].failed_prompts += 1
+                            continue
+                    else:
+                        p = make_prompt(k, gts[o], phrase[o], rng)
                     if p is None:
                         continue
                     try:
@@ -266,7 +289,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--size", default="320x240", help="WxH of the rendered frames")
-    ap.add_argument("--kinds", default=",".join(EVAL_KINDS))
+    ap.add_argument("--kinds", default=",".join(EVAL_KINDS), help=f"of {', '.join(KINDS)}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes, one sequence each at a time (CPU)")
@@ -315,6 +338,10 @@ def main(argv=None) -> int:
     print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}){part}, {a.frames} frames "
           f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}:\n")
     print(table(stats))
+    for k, st in stats.items():
+        if st.failed_prompts:
+            print(f"\n{k}: {st.failed_prompts} object(s) not prompted (the prompt could not be placed, e.g. "
+                  "hidden in the reference view)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "tracker": kw, "seeds_done": sorted(done),
