@@ -560,6 +560,17 @@ def test_bad_reference_image(clean):
     _still_works(c)
 
 
+def test_image_of_extreme_aspect_is_answered_quickly(clean):
+    """A 4x2000 strip: scaled for the model at a bounded size (it used to become 240 x 120,000
+    pixels, minutes of encoding while every other frame waited)."""
+    c = clean
+    strip = np.ascontiguousarray(np.tile(render().rgb[100:104], (1, 7, 1))[:, :2000])
+    hd = c.send_frame(None, depth=False, image_msg=_encode(strip, "rgb8"))
+    out = c.wait_output(hd, keys=("instances", "objects"), timeout=30)
+    assert (out["instances"].height, out["instances"].width) == (4, 2000)
+    _still_works(c)
+
+
 def test_click_outside_the_image(clean):
     from geometry_msgs.msg import Point
     c = clean

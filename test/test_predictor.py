@@ -27,6 +27,20 @@ def test_set_image_geometry(pred):
     assert emb.padded_size[0] >= emb.input_size[0] and emb.padded_size[1] >= emb.input_size[1]
 
 
+def test_extreme_aspect_is_encoded_at_a_bounded_size(pred):
+    """A strip is scaled so that its long side is at most MAX_ASPECT short sides: bounded work
+    (a 2x5000 image once took minutes), and clicks still map onto it."""
+    from seem_ros.inference.predictor import MAX_ASPECT
+    strip = np.ascontiguousarray(np.tile(scene(120, 160)[59:61], (1, 30, 1)))      # 2 x 4800
+    assert pred.input_size(2, 4800) == (1, int(MAX_ASPECT * pred.short_side))
+    assert pred.input_size(120, 160) == (pred.short_side, round(160 * pred.short_side / 120))
+    assert pred.input_size(100, 400) == (pred.short_side, 4 * pred.short_side)      # 4:1 untouched
+    emb = pred.set_image(strip)
+    assert emb.orig_size == (2, 4800) and max(emb.padded_size) <= MAX_ASPECT * pred.short_side + 32
+    seg = pred.predict([VisualPrompt(points=np.array([[2400.0, 1.0]]))], embedding=emb)
+    assert seg.masks.shape == (1, 2, 4800)
+
+
 def test_text_one_mask_per_phrase(pred):
     pred.set_image(scene())
     r = pred.predict_text(["the red mug", "blue sphere"])

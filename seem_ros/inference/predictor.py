@@ -115,6 +115,9 @@ class Panoptic:
     scores: np.ndarray                # [S]
 
 
+MAX_ASPECT = 4.0     # longest model input side, in short sides (see SeemPredictor.input_size)
+
+
 class SeemPredictor:
     def __init__(self, model: SeemModel, device: str | torch.device = "cpu", short_side: Optional[int] = None,
                  vocabulary: Sequence[str] = (), point_radius: int = 1, dtype: torch.dtype = torch.float32):
@@ -140,7 +143,10 @@ class SeemPredictor:
 
     # ----------------------------------------------------------------- image
     def input_size(self, h: int, w: int) -> Tuple[int, int]:
-        s = self.short_side / min(h, w)
+        """The short side to `short_side`, the long side at most MAX_ASPECT times that (as
+        Detectron2's max_size): a 2x5000 strip would otherwise become 240 x 600,000 pixels, minutes
+        of encoding. Cameras (4:3, 16:9, 2:1 panoramas) are not affected."""
+        s = min(self.short_side / min(h, w), MAX_ASPECT * self.short_side / max(h, w))
         return max(int(round(h * s)), 1), max(int(round(w * s)), 1)
 
     @torch.inference_mode()
