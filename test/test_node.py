@@ -560,6 +560,17 @@ def test_bad_reference_image(clean):
     _still_works(c)
 
 
+def test_huge_scribble_prompt(clean):
+    from geometry_msgs.msg import Point
+    from seem_ros.msg import Polyline, Prompt
+    c = clean
+    c.wait_output(c.send_frame(render()))
+    line = Polyline(points=[Point(x=float(i % W), y=float((7 * i) % H)) for i in range(1000)])
+    c.pub["prompt"].publish(Prompt(scribbles=[line] * 11))
+    c.wait_error("11000 vertices in all")
+    _still_works(c)
+
+
 def test_image_of_extreme_aspect_is_answered_quickly(clean):
     """A 4x2000 strip: scaled for the model at a bounded size (it used to become 240 x 120,000
     pixels, minutes of encoding while every other frame waited)."""

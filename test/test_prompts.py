@@ -94,3 +94,64 @@ def test_prompt_extent_covers_every_mark():
     np.testing.assert_allclose(e.min(0), [5, 6])
     np.testing.assert_allclose(e.max(0), [160, 80])
     assert VisualPrompt().extent() is None
+
+
+def _reference_polyline(canvas, pts, width):
+    """The first, point-by-point drawing (the definition the vectorised one must keep)."""
+    r = max(width // 2, 0)
+    h, w = canvas.shape
+    if len(pts) == 1:
+        pts = np.concatenate([pts, pts])
+    for a, b in zip(pts[:-1], pts[1:]):
+        n = int(np.ceil(np.abs(b - a).max())) + 1
+        for x, y in np.linspace(a, b, n):
+            cx, cy = int(np.floor(x)), int(np.floor(y))
+            canvas[max(cy - r, 0):max(min(cy + r + 1, h), 0), max(cx - r, 0):max(min(cx + r + 1, w), 0)] = True
+
+
+def _reference_polygon(poly, size):
+    h, w = size
+    out = np.zeros(size, bool)
+    x0, y0 = np.clip(np.floor(poly.min(0)).astype(int), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(poly.max(0)).astype(int) + 1, 0, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5
+    inside = np.zeros(xs.shape, bool)
+    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+        crosses = (ay > ys) != (by > ys)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = ax + (ys - ay) * (bx - ax) / (by - ay)
+        inside ^= crosses & (xs < xi)
+    out[y0:y1, x0:x1] = inside
+    return out
+
+
+def test_scribbles_and_polygons_drawn_at_once_equal_the_point_by_point_definition():
+    from seem_ros.inference.prompts import _fill_polygon, _polyline
+    rng = np.random.default_rng(0)
+    for k in range(60):
+        size = (int(rng.integers(20, 80)), int(rng.integers(20, 80)))
+        # vertices on and a little past the canvas (the drawing clips them)
+        pts = rng.uniform(-0.2, 1.2, (int(rng.integers(1, 30)), 2)) * size[::-1]
+        if k % 3 == 0:
+            pts = np.round(pts)                        # axis-aligned and repeated vertices
+        for width in (1, 3, 5):
+            got, want = np.zeros(size, bool), np.zeros(size, bool)
+            inside = pts.clip(0, np.array(size[::-1]) - 1)
+            _polyline(got, inside, width)
+            _reference_polyline(want, inside, width)
+            assert (got == want).all(), (k, width)
+        assert (_fill_polygon(pts, size) == _reference_polygon(pts, size)).all(), k
+
+
+def test_far_and_non_finite_scribble_vertices():
+    from seem_ros.inference.prompts import _polyline
+    c = np.zeros((40, 60), bool)
+    _polyline(c, np.array([[10.0, 20.0], [1e12, 20.0]]), 3)      # drawn to the edge, no 1e12 points
+    want = np.zeros((40, 60), bool)
+    want[19:22, 9:] = True
+    assert (c == want).all()
+    c[:] = False
+    _polyline(c, np.array([[5.0, 5.0], [np.nan, 7.0], [20.0, 5.0], [30.0, 5.0]]), 1)
+    assert c[5, 20:31].all() and c.sum() == 11                  # segments touching NaN: nothing

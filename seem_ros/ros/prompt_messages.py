@@ -13,7 +13,7 @@ from ..perception import MODE_ADD, MODE_REFINE, MODE_REMOVE, NO_REFERENCE_REFINE
 from .conversions import ConversionError, image_to_mask, image_to_rgb
 
 MAX_POINTS = 1000
-MAX_VERTICES = 10_000
+MAX_VERTICES = 10_000          # in all of a prompt's scribbles and polygons (a drawn one has hundreds)
 
 
 def stamp_seconds(stamp) -> Optional[float]:
@@ -83,9 +83,12 @@ def from_prompt(msg) -> PromptRequest:
         if ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
             raise ConversionError("box with x_max <= x_min or y_max <= y_min")
         r.boxes = b
+    total = sum(len(s.points) for s in msg.scribbles)
+    if total > MAX_VERTICES:
+        raise ConversionError(f"{len(msg.scribbles)} scribbles with {total} vertices in all (at most {MAX_VERTICES})")
     for s in msg.scribbles:
-        if not 0 < len(s.points) <= MAX_VERTICES:
-            raise ConversionError(f"scribble with {len(s.points)} vertices (1..{MAX_VERTICES})")
+        if not len(s.points):
+            raise ConversionError("scribble with no vertex")
         pts = _finite(np.array([[p.x, p.y] for p in s.points], np.float64), "scribble")
         if s.negative:
             r.negative_scribbles.append(pts)
