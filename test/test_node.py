@@ -560,14 +560,16 @@ def test_bad_reference_image(clean):
     _still_works(c)
 
 
-def test_huge_scribble_prompt(clean):
+def test_huge_scribble_and_box_prompts(clean):
     from geometry_msgs.msg import Point
-    from seem_ros.msg import Polyline, Prompt
+    from seem_ros.msg import Box2D, Polyline, Prompt
     c = clean
     c.wait_output(c.send_frame(render()))
     line = Polyline(points=[Point(x=float(i % W), y=float((7 * i) % H)) for i in range(1000)])
     c.pub["prompt"].publish(Prompt(scribbles=[line] * 11))
     c.wait_error("11000 vertices in all")
+    c.pub["prompt"].publish(Prompt(boxes=[Box2D(x_min=1.0, y_min=1.0, x_max=9.0, y_max=9.0)] * 1001))
+    c.wait_error("1001 boxes")
     _still_works(c)
 
 

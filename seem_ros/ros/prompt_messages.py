@@ -12,7 +12,7 @@ import numpy as np
 from ..perception import MODE_ADD, MODE_REFINE, MODE_REMOVE, NO_REFERENCE_REFINE, PromptRequest, validate_text
 from .conversions import ConversionError, image_to_mask, image_to_rgb
 
-MAX_POINTS = 1000
+MAX_POINTS = 1000              # clicks, and boxes, in one prompt
 MAX_VERTICES = 10_000          # in all of a prompt's scribbles and polygons (a drawn one has hundreds)
 
 
@@ -78,6 +78,8 @@ def from_prompt(msg) -> PromptRequest:
         if ((labels != 0) & (labels != 1)).any():
             raise ConversionError("point_labels must be 0 (negative) or 1 (positive)")
         r.point_labels = labels
+    if len(msg.boxes) > MAX_POINTS:
+        raise ConversionError(f"{len(msg.boxes)} boxes (at most {MAX_POINTS})")
     if msg.boxes:
         b = _finite(np.array([[x.x_min, x.y_min, x.x_max, x.y_max] for x in msg.boxes], np.float64), "box")
         if ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
