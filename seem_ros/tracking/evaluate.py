@@ -75,8 +75,7 @@ def reference_prompt(predictor: SeemPredictor, seq, i: int, obj: int, seed: int,
     m = view.instance == obj
     if np.count_nonzero(m) < min_px:
         return None
-    ys, xs = np.nonzero(m)
-    box = VisualPrompt(boxes=np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], float))
+    box = make_prompt("box", m, None, None).visual
     return ObjectPrompt("reference", tokens=predictor.reference_tokens([box], predictor.encode(view.rgb)))
 
 
@@ -164,9 +163,7 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
                 if s == i:
                     if k == "reference":
                         p = reference_prompt(predictor, seq, i, o, seed, well)
-                        if p is None:
-                            stats[k].failed_prompts += 1
-                            continue
+                        stats[k].failed_prompts += p is None
                     else:
                         p = make_prompt(k, gts[o], phrase[o], rng)
                     if p is None:
