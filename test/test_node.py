@@ -338,15 +338,28 @@ def test_text_prompted_object_matches_ground_truth_with_pose_and_stable_id(clean
     assert len(outs[-1]["poses"].poses) == 1
 
 
-@pytest.mark.parametrize("delay", [0.02, 0.07])
-def test_depth_arriving_after_the_image_still_gives_poses(clean, delay):
+@pytest.mark.parametrize("late", [False, True])
+def test_depth_arriving_after_the_image_still_gives_poses(clean, late):
     """The model starts on the colour image at once; the frame's depth is prepared on another
-    thread while it runs. 0.07 s is past that thread's wait (DEPTH_WAIT_S), still inside the
-    model's time on a CPU (100+ ms): the worker looks for the depth again after the model."""
+    thread while it runs. Depth 0.02 s late comes within that thread's wait (DEPTH_WAIT_S);
+    `late` sends it past that wait but still inside the model's time (read from the node's
+    diagnostics: the window depends on the machine, 0.07 s once fitted a 2-core CPU and failed
+    on a faster one): the worker looks for the depth again after the model."""
+    from seem_ros.ros.node import DEPTH_WAIT_S
     c = clean
     frame = render()
     target = _prompt_by_text(c, frame)
-    c.wait_output(c.send_frame(frame))
+    for _ in range(3):
+        c.wait_output(c.send_frame(frame))
+    delay = 0.02
+    if late:
+        n = len(c.diag)
+        c.h.spin_until(lambda: any("model_ms" in {kv.key for kv in st.values} for st in c.diag[n:]),
+                       timeout=30, what="diagnostics")
+        model_s = max(float({kv.key: kv.value for kv in st.values}.get("model_ms", 0)) for st in c.diag[n:]) / 1000
+        if model_s - DEPTH_WAIT_S < 0.025:
+            pytest.skip(f"the model takes {1000 * model_s:.0f} ms here: no time after the depth thread's wait")
+        delay = DEPTH_WAIT_S + 0.4 * (model_s - DEPTH_WAIT_S)
     for _ in range(2):
         out = c.wait_output(c.send_frame(frame, depth_after=delay))
         o, = out["objects"].objects
