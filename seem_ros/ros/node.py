@@ -51,7 +51,6 @@ from .result_messages import label_map_msg, markers_msg, objects_msg, poses_msg
 from .process_tuning import tune_process
 
 NODE_NAME = "seem_node"
-DEPTH_WAIT_S = 0.05   # longest wait for the depth image of a colour frame
 # Prompts must not be lost: reliable, and deep enough for a burst of clicks.
 PROMPT_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Outputs: reliable keep-last 1 (best-effort subscribers match too; a slow one only gets the newest).
@@ -75,6 +74,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
                                  "(official SEEM 0.8, the bundled model 0.2)", True),
     "max_objects": (20, "most prompted objects tracked at once", True),
     "lost_timeout_s": (10.0, "a lost object is forgotten after this long unseen", True),
+    "depth_wait_s": (0.05, "how long the pose preparation, which overlaps the model, waits for a colour frame's "
+                           "depth; depth arriving later is still used if it comes before the model is done", True),
     "sync_slop_s": (0.02, "depth/camera_info are paired with colour within this stamp difference", True),
     "min_pose_points": (20, "valid depth pixels needed for a pose", True),
     "pose_rim_px": (POSE_RIM_PX, "a mask's rim this wide (pixels at 480 rows, scaled) is left out of its pose", True),
@@ -272,6 +273,8 @@ class SeemNode(LifecycleNode):
                     raise ValueError("panoptic_threshold must be at most 1 (negative: the checkpoint's)")
                 if p.name in ("max_objects", "min_pose_points") and p.value < 1:
                     raise ValueError(f"{p.name} must be at least 1")
+                if p.name == "depth_wait_s" and not 0 <= p.value <= 1:
+                    raise ValueError("depth_wait_s must be in [0, 1] seconds")
                 if p.name == "pose_rim_px" and not 0 <= p.value <= 50:
                     raise ValueError("pose_rim_px must be in [0, 50]")
                 if p.name == "track_tokens" and not 8 <= p.value <= 4096:
@@ -415,7 +418,7 @@ class SeemNode(LifecycleNode):
     def _process(self, msg, received, prompts, infos) -> None:
         t0 = time.perf_counter()
         picked = time.time()
-        depth_deadline = time.monotonic() + DEPTH_WAIT_S
+        depth_deadline = time.monotonic() + self._param("depth_wait_s")
         try:
             if isinstance(msg, bytes):
                 msg = image_from_cdr(msg)
