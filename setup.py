@@ -20,7 +20,7 @@ setup(
     maintainer="seem_ros developers",
     description="SEEM segmentation for ROS 2: text, clicks, boxes, scribbles; tracking and poses.",
     license="Apache-2.0",
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "onnx": ["onnxruntime", "onnx", "onnxscript"]},
     entry_points={"console_scripts": [
         "seem_ros_sim_camera = seem_ros.ros.sim_camera_node:main",
         "seem_ros_node = seem_ros.ros.node:main",

@@ -622,12 +622,14 @@ def test_click_in_a_frame_that_cannot_be_transformed(clean):
 
 
 # ---------------------------------------------------------------------------- separate processes
-def test_prompt_before_any_image_and_corrupt_compressed_image(ros_env):
-    """A fresh node on image/compressed: a prompt before any image, then a corrupt JPEG, are
-    reported; a valid PNG after them is answered."""
+def test_prompt_before_any_image_and_corrupt_compressed_image(ros_env, tmp_path):
+    """A fresh node on image/compressed, with the onnxruntime engine (a second node start is
+    the suite's dearest step: one serves both): a prompt before any image, then a corrupt JPEG,
+    are reported; a valid PNG after them is answered, and a phrase's object found in the next."""
+    pytest.importorskip("onnxruntime")
     from sensor_msgs.msg import CompressedImage
     ns = "/nodetest_compressed"
-    proc = start_node(ros_env, "compressed:=true", ns=ns)
+    proc = start_node(dict(ros_env, SEEM_ROS_CACHE=str(tmp_path)), "compressed:=true", "engine:=onnxruntime", ns=ns)
     h = NodeHarness("node_test_compressed")
     try:
         proc.wait_for_line("active: listening", timeout=120)
@@ -651,8 +653,16 @@ def test_prompt_before_any_image_and_corrupt_compressed_image(ros_env):
         PILImage.fromarray(render().rgb).save(buf, format="PNG")
         good = CompressedImage(header=c.header(), format="png", data=buf.getvalue())
         c.pub["compressed"].publish(good)
-        out = c.wait_output(good.header, keys=("instances", "objects"))
+        out = c.wait_output(good.header, keys=("instances", "objects"), timeout=120)    # + the export
         assert out["instances"].header.stamp == good.header.stamp
+        c.text("red cube")
+        again = CompressedImage(header=c.header(), format="png", data=buf.getvalue())
+        c.pub["compressed"].publish(again)
+        out = c.wait_output(again.header, keys=("instances", "objects"))
+        o, = out["objects"].objects
+        assert o.label == "red cube"
+        assert iou(instances_of(out) == o.id, render().instance == 1) > 0.7      # scene 11's red cube
+        assert "engine onnxruntime" in proc.output and list(tmp_path.glob("onnx/*.onnx"))
     finally:
         h.close()
         proc.stop()

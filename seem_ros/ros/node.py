@@ -64,6 +64,8 @@ SENSOR_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability
 PARAMS = {   # name: (default, description, changeable while configured)
     "checkpoint": ("", "model weights; empty = the bundled small SEEM", False),
     "device": ("auto", "auto | cpu | cuda | cuda:N", False),
+    "engine": ("torch", "image encoder engine: torch | onnxruntime (CPU, fp32; an ONNX graph per input size, "
+                        "exported on the first frame and cached in ~/.cache/seem_ros)", False),
     "precision": ("fp32", "fp32 | fp16 | bf16 (fp16/bf16 on CUDA only)", False),
     "short_side": (0, "model input short side in pixels; 0 = the checkpoint's", False),
     "compressed": (False, "subscribe to image/compressed (jpeg/png) instead of image", False),
@@ -226,9 +228,13 @@ class SeemNode(LifecycleNode):
             prec = "fp32"
         model = load_model(path)
         pred = SeemPredictor(model, device=dev, short_side=self._param("short_side") or None,
-                             vocabulary=list(self._param("vocabulary")), dtype=dtypes[prec])
+                             vocabulary=list(self._param("vocabulary")), dtype=dtypes[prec],
+                             engine=self._param("engine"))
+        if pred.onnx_encoder is not None:
+            pred.onnx_encoder.notify = self.get_logger().info
         self.device_name = dev if dev == "cpu" else f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
-        self.get_logger().info(f"loaded {path} ({model.cfg.name}, {prec}) on {self.device_name}")
+        self.get_logger().info(f"loaded {path} ({model.cfg.name}, {prec}) on {self.device_name}, "
+                               f"engine {pred.engine}")
         return Perception(pred, mode=self._param("mode"), max_objects=self._param("max_objects"),
                           min_score=self._param("score_threshold"),
                           panoptic_threshold=self._param("panoptic_threshold"),
