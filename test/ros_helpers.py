@@ -265,12 +265,13 @@ class NodeHarness:
 
 
 @pytest.fixture(scope="session")
-def ros_env():
+def ros_env(tmp_path_factory):
     """The ROS test environment (own domain id, localhost only, our Fast DDS profile), applied to
-    this process for the whole session; pass the returned dict to child processes."""
+    this process for the whole session; pass the returned dict to child processes. Nodes keep
+    their exported ONNX encoders in the session's own cache, not the user's."""
     pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
     reservation = reserve_domain_id()
-    env = ros_test_env(reservation.domain_id)
+    env = dict(ros_test_env(reservation.domain_id), SEEM_ROS_CACHE=str(tmp_path_factory.mktemp("seem_ros_cache")))
     saved = apply_env(env)
     try:
         yield env

@@ -75,15 +75,17 @@ def test_cached_graph_is_loaded_not_exported_again(frame, cache, monkeypatch):
         raise AssertionError("exported again")
     monkeypatch.setattr(onnx_encoder, "export_image_encoder", refuse)
     p = _onnx_predictor(cache)
-    assert p.set_image(frame.rgb).features.mask_features.abs().sum() > 0
+    p.set_image(frame.rgb)
+    assert p.onnx_encoder.status() == "onnxruntime"
     other = _model()
     with torch.no_grad():
         other.backbone.patch_embed.proj.weight.mul_(1.01)
     q = SeemPredictor(other, engine="onnxruntime")
     q.onnx_encoder.directory = cache
-    assert q.onnx_encoder.graph_path((H, W)) != p.onnx_encoder.graph_path((H, W))
-    with pytest.raises(RuntimeError, match="exported again"):
-        q.set_image(frame.rgb)
+    size = p.input_size(H, W)
+    assert q.onnx_encoder.graph_path(size) != p.onnx_encoder.graph_path(size)
+    q.set_image(frame.rgb)
+    assert "exported again" in q.onnx_encoder.failed(size)
 
 
 def test_damaged_cached_graph_is_exported_again(frame, tmp_path):
@@ -91,24 +93,59 @@ def test_damaged_cached_graph_is_exported_again(frame, tmp_path):
     path = p.onnx_encoder.graph_path(p.input_size(H, W))
     path.write_bytes(b"not an onnx graph")
     notes = []
-    p.onnx_encoder.notify = notes.append
+    p.onnx_encoder.warn = notes.append
     ref = SeemPredictor(_model()).set_image(frame.rgb).features.mask_features
     got = p.set_image(frame.rgb).features.mask_features
     assert any("unreadable" in n for n in notes) and torch.allclose(ref, got, atol=1e-4)
+    assert p.onnx_encoder.status() == "onnxruntime"
 
 
-def test_failed_export_is_reported_once_per_size(frame, tmp_path, monkeypatch):
-    calls = []
+def test_failed_export_leaves_the_size_to_torch_and_is_reported_once(frame, tmp_path, monkeypatch):
+    calls, warnings = [], []
 
     def fail(*a, **k):
         calls.append(1)
         raise RuntimeError("exporter broke")
     monkeypatch.setattr(onnx_encoder, "export_image_encoder", fail)
     p = _onnx_predictor(tmp_path)
-    for _ in range(3):               # every later frame gets the error without another export
-        with pytest.raises(RuntimeError, match="exporter broke"):
-            p.set_image(frame.rgb)
-    assert len(calls) == 1
+    p.onnx_encoder.warn = warnings.append
+    ref = SeemPredictor(_model()).set_image(frame.rgb).features.mask_features
+    for _ in range(3):               # every frame still answered, by torch, without another export
+        assert torch.equal(p.set_image(frame.rgb).features.mask_features, ref)
+    assert len(calls) == 1 and len(warnings) == 1 and "exporter broke" in warnings[0]
+    assert p.onnx_encoder.status().startswith("torch")
+
+
+def test_background_export_keeps_frames_flowing(frame, tmp_path):
+    """The node's way: the first frames of a new size are encoded by torch while a child process
+    exports the graph; then onnxruntime takes over, and the child's files are gone."""
+    p = SeemPredictor(_model(), engine="onnxruntime", background_export=True)
+    p.onnx_encoder.directory = tmp_path
+    ref = SeemPredictor(_model()).set_image(frame.rgb).features.mask_features
+    assert torch.equal(p.set_image(frame.rgb).features.mask_features, ref)     # torch's, at once
+    assert p.onnx_encoder.status().startswith("torch while")
+    p.onnx_encoder.wait(timeout=300)
+    got = p.set_image(frame.rgb).features.mask_features
+    assert p.onnx_encoder.status() == "onnxruntime" and torch.allclose(got, ref, atol=1e-4)
+    assert [f.suffix for f in tmp_path.iterdir()] == [".onnx"]
+
+
+def test_background_export_failure_and_close(frame, tmp_path, monkeypatch):
+    p = SeemPredictor(_model(), engine="onnxruntime", background_export=True)
+    enc = p.onnx_encoder
+    enc.directory, warnings = tmp_path, []
+    enc.warn = warnings.append
+    monkeypatch.setattr(onnx_encoder.sys, "executable", "/bin/false")    # the child exits 1 at once
+    p.set_image(frame.rgb)
+    enc.wait(timeout=60)
+    assert len(warnings) == 1 and "export failed" in warnings[0] and enc.failed(p.input_size(H, W))
+    monkeypatch.undo()
+    q = SeemPredictor(_model(), engine="onnxruntime", background_export=True)
+    q.onnx_encoder.directory = tmp_path / "q"
+    q.set_image(frame.rgb)
+    (proc, *_), = q.onnx_encoder._exports.values()
+    q.onnx_encoder.close()                                                 # the node's cleanup
+    assert proc.poll() is not None and not list((tmp_path / "q").iterdir())
 
 
 def test_engines_refuse_what_they_cannot_run():

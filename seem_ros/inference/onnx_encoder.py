@@ -4,7 +4,12 @@ run by ONNX Runtime: the predictor's `engine="onnxruntime"`.
 The encoder is the per-frame cost and its shapes are fixed for a camera, so it is what gains from
 a compiled graph; the prompt decoder stays in torch (prompt counts and kinds vary per call). One
 graph per model input size, exported on first use and kept on disk, keyed by the weights, the
-input size and the exporter's versions, so a node pays the export (seconds) once per camera."""
+input size and the exporter's versions, so a node pays the export (10-25 s) once per camera; in
+the node it runs in a child process while torch encodes (`background`).
+
+    python -m seem_ros.inference.onnx_encoder --checkpoint F.pt --input 320x240 --out encoder.onnx
+
+exports one graph by hand (for another runtime: TensorRT, OpenVINO)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +17,11 @@ import hashlib
 import io
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -69,7 +77,7 @@ def export_image_encoder(model: SeemModel, path: str | Path, size: Tuple[int, in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(1, 3, *size)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)   # not *.onnx until complete
     os.close(fd)
     try:
         # The exporter reports every step, absent optional operators (torchvision) and its own
@@ -82,6 +90,7 @@ def export_image_encoder(model: SeemModel, path: str | Path, size: Tuple[int, in
                                   input_names=["image"], external_data=False, verbose=False)
             finally:
                 logging.disable(logging.NOTSET)
+        os.chmod(tmp, 0o644)          # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -91,9 +100,15 @@ def export_image_encoder(model: SeemModel, path: str | Path, size: Tuple[int, in
 
 class OnnxImageEncoder:
     """`encode(image [1,3,H,W] float32 0..255) -> ImageFeatures` with ONNX Runtime, a graph per
-    input size (exported once, then loaded from the cache)."""
+    input size, exported once and then loaded from the cache.
 
-    def __init__(self, model: SeemModel, threads: Optional[int] = None, directory: Optional[Path] = None):
+    With `background=True` (the node) a missing graph is exported by a child process at low
+    priority while `encode` returns None, and the caller encodes with torch meanwhile: a new image
+    size never stalls the frames (the export takes 9-25 s on a 2-core CPU). A size whose export
+    fails is reported once and left to torch."""
+
+    def __init__(self, model: SeemModel, threads: Optional[int] = None, directory: Optional[Path] = None,
+                 background: bool = False):
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
@@ -101,52 +116,167 @@ class OnnxImageEncoder:
         self.model = model
         self.threads = threads or torch.get_num_threads()
         self.directory = Path(directory) if directory else cache_dir()
+        self.background = background
         self._sessions: Dict[Tuple[int, int], object] = {}
+        self._paths: Dict[Tuple[int, int], Path] = {}
+        self._exports: Dict[Tuple[int, int], tuple] = {}      # size -> (process, weights file, log file)
+        self._reexported: set = set()
         self._failed: Dict[Tuple[int, int], str] = {}
-        self.notify = log.info          # the node sets its own logger: an export takes seconds
+        self.notify = log.info          # the node sets its own logger: exports take seconds
+        self.warn = log.warning         # ... and failures, which leave a size to torch
+        # An export left running when this encoder goes (node shut down, process exit) is ended.
+        weakref.finalize(self, _end_exports, self._exports)
 
     def graph_path(self, size: Tuple[int, int]) -> Path:
-        return self.directory / f"seem_encoder_{size[0]}x{size[1]}_{_encoder_key(self.model, size)}.onnx"
+        p = self._paths.get(size)
+        if p is None:             # digesting the weights takes a while for Focal-L: once per size
+            p = self._paths[size] = self.directory / f"seem_encoder_{size[0]}x{size[1]}_{_encoder_key(self.model, size)}.onnx"
+        return p
 
-    def _session(self, size: Tuple[int, int]):
-        s = self._sessions.get(size)
-        if s is not None:
-            return s
-        if size in self._failed:      # not again on every frame (an export takes seconds)
-            raise RuntimeError(self._failed[size])
-        import onnxruntime as ort
-        path = self.graph_path(size)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.log_severity_level = 3
-        # Spinning pool threads fight torch's for the cores between runs (2-core CPU: 21 -> 29 ms
-        # with a torch resize before each run; 25 ms without spinning).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        for attempt in range(2):
-            try:
-                if not path.exists():
-                    self.notify(f"exporting the image encoder for {size[1]}x{size[0]} model input to {path} "
-                                "(once per input size and weights)")
-                    export_image_encoder(self.model, path, size)
-                s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                break
-            except Exception as e:    # a damaged cached file: export it again, once
-                if attempt or not path.exists():
-                    self._failed[size] = f"ONNX encoder for {size[1]}x{size[0]} input ({path}): {type(e).__name__}: {e}"
-                    raise RuntimeError(self._failed[size]) from e
-                self.notify(f"cached encoder {path} is unreadable ({e}): exporting it again")
-                path.unlink(missing_ok=True)
-        self._sessions[size] = s
-        return s
+    def failed(self, size: Tuple[int, int]) -> Optional[str]:
+        return self._failed.get(size)
 
-    def encode(self, image: Tensor) -> ImageFeatures:
+    def encode(self, image: Tensor) -> Optional[ImageFeatures]:
+        """The features, or None while this input size has no graph (being exported) or cannot
+        have one: the caller encodes with torch then."""
         size = tuple(image.shape[-2:])
-        s = self._session(size)
+        s = self._sessions.get(size) or self._prepare(size)
+        if s is None:
+            return None
         out = s.run(None, {"image": np.ascontiguousarray(image.detach().cpu().numpy(), np.float32)})
         t = [torch.from_numpy(o) for o in out]
         n = (len(t) - 1) // 3
         mf, src, pos, lmf = t[0], t[1:1 + n], t[1 + n:1 + 2 * n], t[1 + 2 * n:]
         return ImageFeatures(mf, src, pos, [tuple(x.shape[-2:]) for x in lmf], lmf)
 
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Until the background exports have ended (tests, benchmarks)."""
+        for size, (proc, *_rest) in list(self._exports.items()):
+            proc.wait(timeout)
+            self._prepare(size)
+
+    def close(self) -> None:
+        """Stop background exports (the node's cleanup and shutdown)."""
+        _end_exports(self._exports)
+
+    def status(self) -> str:
+        """What encodes, for the node's diagnostics."""
+        if self._exports:
+            return ("onnxruntime (exporting another input size)" if self._sessions
+                    else "torch while the onnxruntime graph is exported")
+        if self._failed and not self._sessions:
+            return "torch (onnxruntime failed: see the log)"
+        return "onnxruntime" if self._sessions else "onnxruntime (no frame yet)"
+
+    # -------------------------------------------------------------------------------- internals
+    def _fail(self, size, why: str) -> None:
+        self._failed[size] = f"ONNX encoder for {size[1]}x{size[0]} model input: {why}; torch encodes that size"
+        self.warn(self._failed[size])
+
+    def _prepare(self, size):
+        """The session for `size` once its graph is there; otherwise start or check its export."""
+        if size in self._failed:
+            return None
+        path = self.graph_path(size)
+        job = self._exports.get(size)
+        if job is not None:
+            proc, weights, logf = job
+            if proc.poll() is None:
+                return None
+            del self._exports[size]
+            err = Path(logf).read_text(errors="replace").strip().splitlines()
+            for f in (weights, logf):
+                Path(f).unlink(missing_ok=True)
+            if proc.returncode != 0 or not path.exists():
+                self._fail(size, f"export failed ({err[-1] if err else f'exit code {proc.returncode}'})")
+                return None
+        if not path.exists():
+            if self._exports:         # one export at a time (each holds a model copy); this size later
+                return None
+            return self._export(size, path)
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        # Spinning pool threads fight torch's for the cores between runs (2-core CPU: 21 -> 29 ms
+        # with a torch resize before each run; 25 ms without spinning).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:        # a damaged cached file: export it again, once
+            path.unlink(missing_ok=True)
+            if size in self._reexported:
+                self._fail(size, f"ONNX Runtime cannot load the exported graph ({type(e).__name__}: {e})")
+                return None
+            self._reexported.add(size)
+            self.warn(f"cached encoder {path} is unreadable ({type(e).__name__}): exporting it again")
+            return self._export(size, path)
+        self._sessions[size] = s
+        self.notify(f"onnxruntime encoder ready for {size[1]}x{size[0]} model input ({path.name})")
+        return s
+
+    def _export(self, size, path: Path):
+        self.notify(f"exporting the image encoder for {size[1]}x{size[0]} model input to {path}"
+                    + (" in the background (torch encodes meanwhile)" if self.background else ""))
+        if not self.background:
+            try:
+                export_image_encoder(self.model, path, size)
+            except Exception as e:
+                self._fail(size, f"export failed ({type(e).__name__}: {e})")
+                return None
+            return self._prepare(size)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, weights = tempfile.mkstemp(suffix=".pt", dir=self.directory)
+            os.close(fd)
+            self.model.save(weights)      # the child rebuilds the model from these
+            fd, logf = tempfile.mkstemp(suffix=".log", dir=self.directory)
+            cmd = [sys.executable, "-m", __name__, "--checkpoint", weights, "--input", f"{size[1]}x{size[0]}",
+                   "--out", str(path), "--nice", "10", "--delete-checkpoint"]
+            # Its own session: a Ctrl-C meant for the node does not reach it half-way (close() ends it).
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
+                                    env=dict(os.environ, OMP_NUM_THREADS="1"))
+            os.close(fd)
+        except Exception as e:
+            self._fail(size, f"cannot start the export ({type(e).__name__}: {e})")
+            return None
+        self._exports[size] = (proc, weights, logf)
+        return None
+
+
+def main(argv=None) -> int:
+    """Export the image encoder of a checkpoint for one model input size (the engine's background
+    export runs this; also for anyone who wants the graph for another runtime)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--input", required=True, help="model input WxH (after resizing, before padding)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--nice", type=int, default=0, help="lower this process's priority by this much")
+    ap.add_argument("--delete-checkpoint", action="store_true", help="remove --checkpoint once read (a temporary copy)")
+    a = ap.parse_args(argv)
+    if a.nice:
+        os.nice(a.nice)
+    torch.set_num_threads(1)
+    w, h = (int(v) for v in a.input.lower().split("x"))
+    model = SeemModel.from_checkpoint(a.checkpoint).eval()
+    if a.delete_checkpoint:
+        os.unlink(a.checkpoint)
+    export_image_encoder(model, a.out, (h, w))
+    return 0
+
+
+def _end_exports(exports: dict) -> None:
+    for proc, weights, logf in exports.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for f in (weights, logf):
+            Path(f).unlink(missing_ok=True)
+    exports.clear()
+
 
 __all__ = ["OnnxImageEncoder", "export_image_encoder", "cache_dir"]
+
+if __name__ == "__main__":
+    sys.exit(main())

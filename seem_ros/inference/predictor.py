@@ -122,9 +122,11 @@ MAX_ASPECT = 4.0     # longest model input side, in short sides (see SeemPredict
 class SeemPredictor:
     def __init__(self, model: SeemModel, device: str | torch.device = "cpu", short_side: Optional[int] = None,
                  vocabulary: Sequence[str] = (), point_radius: int = 1, dtype: torch.dtype = torch.float32,
-                 engine: str = "torch"):
+                 engine: str = "torch", background_export: bool = False):
         """engine: what runs the image encoder, "torch" or "onnxruntime" (CPU, float32: an ONNX
-        graph per input size, exported on first use and cached; `onnx_encoder`)."""
+        graph per input size, exported on first use and cached; `onnx_encoder`). With
+        background_export a size's first frames are encoded by torch while its graph is
+        exported by another process."""
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -134,7 +136,7 @@ class SeemPredictor:
             if self.device.type != "cpu" or dtype != torch.float32:
                 raise ValueError("engine 'onnxruntime' runs on the CPU in float32: use device cpu and fp32")
             from .onnx_encoder import OnnxImageEncoder
-            self.onnx_encoder = OnnxImageEncoder(self.model)
+            self.onnx_encoder = OnnxImageEncoder(self.model, background=background_export)
         self.engine = engine
         # On the CPU the backbone's convolutions run on channels-last tensors without the layout
         # copies around each one (encoder 6-10 % faster on this 2-core machine, same values to 1e-5).
@@ -187,9 +189,11 @@ class SeemPredictor:
             # move to the device.
             x = F.interpolate(x, size=(ih, iw), mode="bicubic", antialias=True, align_corners=False)
         x = x.to(self.device).float()
-        if self.channels_last and self.onnx_encoder is None:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.model.encode_image(x) if self.onnx_encoder is None else self.onnx_encoder.encode(x)
+        feats = None if self.onnx_encoder is None else self.onnx_encoder.encode(x)
+        if feats is None:             # torch engine, or no ONNX graph for this size (yet)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats = self.model.encode_image(x)
         h4, w4 = feats.mask_features.shape[-2:]
         # The image's own colours on the feature grid: the tracker tells a green object from a
         # black one by them (the features' appearance barely does).
