@@ -51,12 +51,14 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                    help="image encoder (onnxruntime: the node's default on the CPU; its graph is exported first)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=device)
+    pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=device, engine=a.engine)
     # Time spent in the model's decoder pass, separately from the tracker's own work.
     in_decoder = [0.0]
     decode = pred.model.decode
@@ -100,7 +102,7 @@ def main(argv=None) -> None:
                      1000 * np.median(np.add(enc, dec)), float(np.mean(tracked))))
     base = rows[0][4]
     print(f"\nObjectTracker.update() per frame, {a.width}x{a.height} images (model input short side "
-          f"{pred.short_side}), {a.checkpoint}, {machine(device)}, median of {a.frames} frames:\n")
+          f"{pred.short_side}), {a.checkpoint}, {machine(device)}, {a.engine} encoder, median of {a.frames} frames:\n")
     print("| N objects | tracked (mean) | encode ms | decode ms (one pass) | tracker post ms | total ms | total / N=1 |")
     print("|---|---|---|---|---|---|---|")
     for n, e, d, p, t, k in rows:
