@@ -235,7 +235,7 @@ class SeemNode(LifecycleNode):
             self.get_logger().warning(f"precision {prec} is for CUDA; running fp32 on the CPU")
             prec = "fp32"
         engine = self._param("engine")
-        if engine == "auto":          # onnxruntime: model time 15-25 % lower in the node on a 2-core CPU
+        if engine == "auto":          # onnxruntime: node throughput 1.3-1.4x on a 2-core CPU (README, Engines)
             engine = "onnxruntime" if dev == "cpu" and importlib.util.find_spec("onnxruntime") else "torch"
         model = load_model(path)
         pred = SeemPredictor(model, device=dev, short_side=self._param("short_side") or None,
