@@ -691,6 +691,23 @@ def test_missing_or_corrupt_checkpoint_exits_nonzero(ros_env, tmp_path, content)
     assert "cannot load the model" in proc.output and str(path) in proc.output
 
 
+@pytest.mark.parametrize("params,says", [(("engine:=tensorrt",), "engine must be one of"),
+                                         (("engine:=onnxruntime", "precision:=bf16", "device:=cpu"), None)])
+def test_engine_choice_at_start(ros_env, params, says):
+    """An unknown engine stops the start with the reason; onnxruntime with a CUDA precision on the
+    CPU runs (fp32 there, as torch would)."""
+    proc = start_node(ros_env, *params, ns="/nodetest_engine")
+    try:
+        if says:
+            assert proc.proc.wait(120) == 1, proc.output
+            assert "cannot load the model" in proc.output and says in proc.output
+        else:
+            proc.wait_for_line("active: listening", timeout=120)
+            assert "engine onnxruntime" in proc.output and "running fp32 on the CPU" in proc.output
+    finally:
+        proc.stop()
+
+
 # ---------------------------------------------------------------------------- lifecycle
 def test_lifecycle_driven_by_services(ros_env):
     """autostart false: the node waits unconfigured and answers its lifecycle services; outputs come
