@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..defaults import BUNDLED_CHECKPOINT
 from ..inference import SeemPredictor, VisualPrompt
-from ..inference.onnx_encoder import OnnxImageEncoder
 from ..model import CONFIGS, SeemModel
 from ..sim import make_scene, render
 from ..training.data import interior_point
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
         for name in a.models.split(","):
             preds = {"torch": SeemPredictor(_model(name))}
             onnx = SeemPredictor(_model(name), engine="onnxruntime")
-            onnx.onnx_encoder = OnnxImageEncoder(onnx.model, directory=cache)
+            onnx.onnx_encoder.directory = Path(cache)
             preds["onnxruntime"] = onnx
             t = time.perf_counter()
             onnx.set_image(img)

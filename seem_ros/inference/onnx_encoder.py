@@ -210,7 +210,7 @@ class OnnxImageEncoder:
                 return None
             self._reexported.add(size)
             self.warn(f"cached encoder {path} is unreadable ({type(e).__name__}): exporting it again")
-            return self._export(size, path)
+            return self._prepare(size)
         self._sessions[size] = s
         self.notify(f"onnxruntime encoder ready for {size[1]}x{size[0]} model input ({path.name})")
         return s
