@@ -123,6 +123,8 @@ def test_background_export_keeps_frames_flowing(frame, tmp_path):
     p.onnx_encoder.directory = tmp_path
     ref = SeemPredictor(_model()).set_image(frame.rgb).features.mask_features
     assert torch.equal(p.set_image(frame.rgb).features.mask_features, ref)     # torch's, at once
+    assert not p.onnx_encoder._exports, "a size seen once (a reference image) is not exported"
+    assert torch.equal(p.set_image(frame.rgb).features.mask_features, ref)     # the second: export starts
     assert p.onnx_encoder.status().startswith("torch while")
     p.onnx_encoder.wait(timeout=300)
     got = p.set_image(frame.rgb).features.mask_features
@@ -137,11 +139,13 @@ def test_background_export_failure_and_close(frame, tmp_path, monkeypatch):
     enc.warn = warnings.append
     monkeypatch.setattr(onnx_encoder.sys, "executable", "/bin/false")    # the child exits 1 at once
     p.set_image(frame.rgb)
+    p.set_image(frame.rgb)
     enc.wait(timeout=60)
     assert len(warnings) == 1 and "export failed" in warnings[0] and enc.failed(p.input_size(H, W))
     monkeypatch.undo()
     q = SeemPredictor(_model(), engine="onnxruntime", background_export=True)
     q.onnx_encoder.directory = tmp_path / "q"
+    q.set_image(frame.rgb)
     q.set_image(frame.rgb)
     (proc, *_), = q.onnx_encoder._exports.values()
     q.onnx_encoder.close()                                                 # the node's cleanup

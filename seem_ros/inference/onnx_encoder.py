@@ -102,9 +102,10 @@ class OnnxImageEncoder:
     """`encode(image [1,3,H,W] float32 0..255) -> ImageFeatures` with ONNX Runtime, a graph per
     input size, exported once and then loaded from the cache.
 
-    With `background=True` (the node) a missing graph is exported by a child process at low
-    priority while `encode` returns None, and the caller encodes with torch meanwhile: a new image
-    size never stalls the frames (the export takes 9-25 s on a 2-core CPU). A size whose export
+    With `background=True` (the node) a missing graph is exported, once its size has come twice,
+    by a child process at low priority while `encode` returns None, and the caller encodes with
+    torch meanwhile: a new image size never stalls the frames (the export takes 9-25 s on a 2-core
+    CPU). A size whose export
     fails is reported once and left to torch."""
 
     def __init__(self, model: SeemModel, threads: Optional[int] = None, directory: Optional[Path] = None,
@@ -121,6 +122,7 @@ class OnnxImageEncoder:
         self._paths: Dict[Tuple[int, int], Path] = {}
         self._exports: Dict[Tuple[int, int], tuple] = {}      # size -> (process, weights file, log file)
         self._reexported: set = set()
+        self._sightings: Dict[Tuple[int, int], int] = {}      # encodes of a size without its graph
         self._failed: Dict[Tuple[int, int], str] = {}
         self.notify = log.info          # the node sets its own logger: exports take seconds
         self.warn = log.warning         # ... and failures, which leave a size to torch
@@ -193,6 +195,12 @@ class OnnxImageEncoder:
         if not path.exists():
             if self._exports:         # one export at a time (each holds a model copy); this size later
                 return None
+            if self.background:
+                # A size seen once (a reference image of another aspect ratio) is not worth 10-25 s
+                # of a core: a camera's size comes again at once.
+                self._sightings[size] = self._sightings.get(size, 0) + 1
+                if self._sightings[size] < 2:
+                    return None
             return self._export(size, path)
         import onnxruntime as ort
         opts = ort.SessionOptions()
