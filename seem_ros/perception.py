@@ -20,7 +20,7 @@ from .geometry.plane import fit_support_plane
 from .geometry.pose import POSE_RIM_PX, estimate_pose, mask_box, rim_px
 from .inference.predictor import ImageEmbedding, SeemPredictor
 from .inference.prompts import PromptError, VisualPrompt
-from .tracking import ObjectPrompt, ObjectTracker, Track
+from .tracking import CameraView, ObjectPrompt, ObjectTracker, Track
 
 MODE_ADD, MODE_REFINE, MODE_REPLACE, MODE_REMOVE = 0, 1, 2, 3
 MODES = ("add", "refine", "replace", "remove")
@@ -95,6 +95,7 @@ class FrameResult:
                  timings: dict, labels: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None):
         self.stamp, self.size, self.objects, self.errors, self.timings = stamp, size, objects, errors, timings
         self._labels = labels
+        self.view: Optional[CameraView] = None    # the camera in a fixed frame, when the frame had one
 
     @property
     def instances(self) -> np.ndarray:
@@ -134,6 +135,7 @@ class FrameInput:
     stamp: float
     depth: Optional[object] = None         # [H, W] float32 metres (NaN = no reading) or a DepthImage
     K: Optional[np.ndarray] = None         # [3, 3] of this image's size
+    T_fixed_cam: Optional[np.ndarray] = None   # [4, 4] the camera in a fixed frame (tf), when known
 
 
 def split_phrases(text: str) -> List[str]:
@@ -236,7 +238,10 @@ class Perception:
                 self.apply(p, frame.stamp, emb)
             except (ValueError, KeyError, PromptError, RuntimeError) as e:
                 errors.append(f"{p.source}: {e.args[0] if e.args else e}")
-        tracks = self.tracker.update(emb, frame.stamp)
+        view = None
+        if frame.K is not None and frame.T_fixed_cam is not None:
+            view = CameraView(np.asarray(frame.K, float), np.asarray(frame.T_fixed_cam, float))
+        tracks = self.tracker.update(emb, frame.stamp, view)
         t2 = time.perf_counter()
         h, w = frame.rgb.shape[:2]
         objects = [self._object(t, frame.stamp) for t in tracks]
@@ -248,9 +253,11 @@ class Perception:
             objects += self._panoptic(emb, *labels, frame.stamp)
         t3 = time.perf_counter()
         ms = lambda a, b: 1000 * (b - a)
-        return FrameResult(frame.stamp, (h, w), objects, errors,
-                           {"encode": ms(t0, t1), "decode": ms(t1, t2), "panoptic": ms(t2, t3),
-                            "model": ms(t0, t3), "pose": 0.0, "total": ms(t0, t3)}, labels)
+        res = FrameResult(frame.stamp, (h, w), objects, errors,
+                          {"encode": ms(t0, t1), "decode": ms(t1, t2), "panoptic": ms(t2, t3),
+                           "model": ms(t0, t3), "pose": 0.0, "total": ms(t0, t3)}, labels)
+        res.view = view
+        return res
 
     def needs_support(self, n_prompts: int) -> bool:
         """Whether the next frame's poses will want the support plane (before segmenting it)."""
@@ -278,6 +285,10 @@ class Perception:
                 o.pose = estimate_pose(depth, K, o.mask, min_points=self.min_pose_points, box=o.box,
                                        erode_px=rim_px(o.mask.shape[0], self.pose_rim_px),
                                        support=plane)
+            if res.view is not None:
+                # Where each object is in the fixed frame: a lost one is looked for there later.
+                self.tracker.place({o.id: o.pose.centroid for o in objects if o.pose is not None and o.prompt != "panoptic"},
+                                   res.view, res.stamp)
         res.timings["pose"] = 1000 * (time.perf_counter() - t0)
         res.timings["total"] += res.timings["pose"]
 

@@ -623,6 +623,39 @@ def test_click_in_a_frame_that_cannot_be_transformed(clean):
     _still_works(c)
 
 
+def test_fixed_frame_without_a_transform_is_reported_and_frames_go_on(clean):
+    """fixed_frame asks for the camera's pose on every frame; where there is none (no tf2 here,
+    or no transform on a robot) the reason goes to the log and /diagnostics (key camera_pose),
+    once, and the objects are still segmented; set back to empty, it is off."""
+    from rclpy.parameter import Parameter
+    c = clean
+    assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="odom")))
+    try:
+        c.text("red cube")
+        out = c.wait_output(c.send_frame(render()), keys=("objects",))
+        c.wait_error("fixed_frame 'odom'" if _has_tf2() else "tf2_ros is not installed")
+        assert [o.label for o in out["objects"].objects] == ["red cube"]
+
+        def pose_state():
+            for st in reversed(c.diag):
+                v = {kv.key: kv.value for kv in st.values}
+                if "camera_pose" in v:
+                    return v["camera_pose"]
+        assert "odom" in pose_state() or "tf2_ros" in pose_state()
+    finally:
+        assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="")))
+    c.wait_output(c.send_frame(render()), keys=("objects",))
+    c.h.spin_until(lambda: pose_state() == "off", timeout=10, what="camera_pose off in diagnostics")
+
+
+def _has_tf2() -> bool:
+    try:
+        import tf2_ros  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 # ---------------------------------------------------------------------------- separate processes
 def test_prompt_before_any_image_and_corrupt_compressed_image(ros_env, tmp_path):
     """A fresh node on image/compressed, with the onnxruntime engine and an empty graph cache (a

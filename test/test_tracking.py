@@ -329,6 +329,56 @@ def test_look_alikes_coming_back_go_to_the_one_that_left_there():
     assert ObjectTracker(pred).position_weight == 2.0          # the default
 
 
+def test_with_the_camera_pose_a_lost_object_is_looked_for_where_its_3d_position_projects():
+    """The camera moved while two look-alikes were lost: a region now shows where the first one
+    was left in the image, but it is where the second one's 3D position projects. With each
+    frame's camera pose (CameraView) and the objects' placed positions it goes to the second;
+    on image positions alone, to the first. The first, whose position now projects far outside
+    the image, cannot take it."""
+    from seem_ros.tracking import CameraView
+    from seem_ros.tracking.tracker import LOST, TRACKED, _Candidate, _Object
+    pred = FakePredictor()
+    emb = pred.set_image(draw({2: (54, 8, 20, 20)}))
+    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    then = CameraView(K, np.eye(4))
+    now_T = np.eye(4)
+    now_T[:3, 3] = (0.6, 0.5, 0.0)              # the camera slid right and down
+    now = CameraView(K, now_T)
+    xyz = {1: np.array([0.0, -0.3, 1.0]), 2: np.array([0.6, 0.2, 1.0])}   # pixels (64, 18), (124, 68)
+    boxes = {1: [54, 8, 74, 28], 2: [114, 58, 134, 78]}
+
+    def tracker(view_known):
+        tr = ObjectTracker(pred)
+        for oid in (1, 2):
+            tr._objects[oid] = _Object(oid, click(draw({2: (54, 8, 20, 20)}), 2), "", 0.0, state=TRACKED,
+                                       anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=np.array(boxes[oid], float),
+                                       box_stamp=0.9)
+        tr.place(xyz, then, 0.9)
+        tr.place({1: [np.nan, 0, 1], 3: [0, 0, 1]}, then, 0.9)   # bad and unknown entries are skipped
+        for o in tr._objects.values():
+            o.state, o.lost_since = LOST, 1.0
+        tr._similarity = lambda o, app, e: 0.95
+        return tr, list(tr._objects.values()), (now if view_known else None)
+
+    m = np.zeros((H, W), bool)
+    m[8:28, 54:74] = True
+    back = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+    taken = np.zeros((H, W), bool)
+    for known, owner in ((False, 1), (True, 2)):
+        tr, lost, view = tracker(known)
+        np.testing.assert_allclose(tr._objects[2].where.position, xyz[2])
+        assert set(tr._reacquire(lost, [back], taken, emb, 1.5, view)) == {owner}
+    # Only the first is lost now: on the image alone it takes the region, with the pose it cannot.
+    for known, owners in ((False, {1}), (True, set())):
+        tr, lost, view = tracker(known)
+        assert set(tr._reacquire(lost[:1], [back], taken, emb, 1.5, view)) == owners
+    # Behind the camera: not looked for at all.
+    behind = np.eye(4)
+    behind[:3, 3] = (0.0, 0.0, 2.0)
+    tr, lost, _ = tracker(True)
+    assert tr._expected(lost[0], 1.5, CameraView(K, behind)) is None
+
+
 def test_a_region_does_not_go_to_an_object_of_another_colour():
     """A black region comes back next to where a green object left, far from where the black
     one left, and the model's appearance finds it almost as green-object-like (0.90 against

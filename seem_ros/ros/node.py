@@ -87,6 +87,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
                             "up and the objects' unseen bottoms; false for scenes without one", True),
     "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
                           "one more image encoding each", True),
+    "fixed_frame": ("", "a frame fixed in the world (odom, map): with tf, each frame's camera pose there lets a lost "
+                        "object be looked for where it was left after the camera moved; empty = off", True),
     "track_tokens": (512, "prompt points per tracking decoder pass, shared by the tracked objects; "
                           "256 decodes about a third faster (see the README's tracking section)", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
@@ -118,6 +120,7 @@ class SeemNode(LifecycleNode):
         self._pubs: dict = {}
         self._stats = _Stats()
         self._last_error = ("", 0.0)
+        self._pose_state = "off"                 # fixed_frame: off | ok | why not (diagnostics)
         self._tf = None
         # /diagnostics and the label map exist in every state, so a user sees why nothing happens.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -468,8 +471,9 @@ class SeemNode(LifecycleNode):
         # at 640x480 on a 2-core CPU).
         prep = self._depth_pool.submit(self._prepare_depth, per, stamp, (h, w), depth_deadline,
                                        per.needs_support(len(requests)))
+        T = self._camera_pose(msg.header.frame_id, msg.header.stamp)
         with self._model_lock:
-            res = per.segment(FrameInput(rgb, stamp), requests)
+            res = per.segment(FrameInput(rgb, stamp, K=K, T_fixed_cam=T), requests)
         try:
             ready = prep.result()
         except Exception as e:        # reported; the frame still gets its masks
@@ -569,10 +573,35 @@ class SeemNode(LifecycleNode):
                 t = buf.lookup_transform(dst, src, Time())
             except Exception:
                 raise ConversionError(f"cannot transform the point from {src!r} to {dst!r}: {e}") from None
-        q = t.transform.rotation
-        tr = t.transform.translation
-        R = _quat_to_R(q.x, q.y, q.z, q.w)
-        return R @ xyz + np.array([tr.x, tr.y, tr.z])
+        T = _transform_matrix(t.transform)
+        return T[:3, :3] @ xyz + T[:3, 3]
+
+    def _camera_pose(self, frame_id: str, stamp) -> Optional[np.ndarray]:
+        """The camera's pose in `fixed_frame` at the image's stamp (4x4, optical frame -> fixed),
+        or None: off, no tf, or no transform for that moment. Not the latest transform instead:
+        a moving camera's old pose would send lost objects' search to the wrong place. A failure
+        is reported when its reason changes, not on every frame; the frame goes on without it."""
+        fixed = self._param("fixed_frame")
+        why = None
+        if not fixed:
+            self._pose_state = "off"
+            return None
+        if self._tf is None:
+            why = "tf2_ros is not installed: fixed_frame is ignored"
+        elif not frame_id:
+            why = "the image has no header.frame_id: no camera pose in fixed_frame"
+        else:
+            from rclpy.time import Time
+            try:
+                T = _transform_matrix(self._tf[0].lookup_transform(fixed, frame_id, Time.from_msg(stamp)).transform)
+                self._pose_state = "ok"
+                return T
+            except Exception as e:
+                why = f"no transform from {frame_id!r} to fixed_frame {fixed!r} at the image's stamp: {e}"
+        if why != self._pose_state:
+            self.error(why)
+        self._pose_state = why
+        return None
 
     # ------------------------------------------------------------------ outputs
     def _publish(self, res, header: Header, rgb) -> float:
@@ -627,7 +656,7 @@ class SeemNode(LifecycleNode):
                               hardware_id=self.device_name)
         enc = self.perception.predictor.onnx_encoder if self.perception else None
         vals = {"state": self._state_label(), "device": self.device_name,
-                "engine": enc.status() if enc is not None else "torch", **s,
+                "engine": enc.status() if enc is not None else "torch", "camera_pose": self._pose_state, **s,
                 "objects": str(len(self.perception.tracker.tracks)) if self.perception else "0",
                 "last_error": err}
         st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
@@ -694,6 +723,14 @@ class _CameraInfo:
 
 def _nearest(msgs, stamp: float):
     return min(msgs, key=lambda m: abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp))
+
+
+def _transform_matrix(t) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4."""
+    T = np.eye(4)
+    T[:3, :3] = _quat_to_R(t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w)
+    T[:3, 3] = (t.translation.x, t.translation.y, t.translation.z)
+    return T
 
 
 def _quat_to_R(x, y, z, w) -> np.ndarray:

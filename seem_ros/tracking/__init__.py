@@ -4,8 +4,11 @@
     emb = predictor.set_image(rgb)
     tracker.add(ObjectPrompt("text", text="red mug"), emb, stamp)
     for each new frame: tracks = tracker.update(predictor.set_image(rgb), stamp)
+    with the camera's pose in a fixed frame (tf) and depth, also:
+        tracks = tracker.update(emb, stamp, CameraView(K, T_fixed_cam))
+        tracker.place({track id: 3D centroid in the camera frame}, view, stamp)
 
 No ROS imports here; the node wraps this."""
-from .tracker import KINDS, ObjectPrompt, ObjectTracker, Track
+from .tracker import KINDS, CameraView, ObjectPrompt, ObjectTracker, Track
 
-__all__ = ["ObjectPrompt", "ObjectTracker", "Track", "KINDS"]
+__all__ = ["CameraView", "ObjectPrompt", "ObjectTracker", "Track", "KINDS"]

@@ -42,13 +42,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from ..geometry import estimate_pose
 from ..inference import SeemPredictor, VisualPrompt
 from ..model import SeemModel
 from ..sim import make_sequence, render
 from ..training.clicks import border_distance
 from ..training.data import TRAIN_SEED_BASE, interior_point
 from . import metrics
-from .tracker import ObjectPrompt, ObjectTracker
+from .tracker import CameraView, ObjectPrompt, ObjectTracker
 
 EVAL_KINDS = ("point", "text", "box", "scribble")
 KINDS = EVAL_KINDS + ("reference",)     # reference: `--kinds reference`, reported on its own
@@ -128,7 +129,8 @@ class KindStats:
 
 def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width: int, height: int,
                       kinds=EVAL_KINDS, tracker_kw: Optional[dict] = None, stats: Optional[Dict[str, KindStats]] = None,
-                      min_px: Optional[int] = None, window: int = 5, log=None) -> Dict[str, KindStats]:
+                      min_px: Optional[int] = None, window: int = 5, log=None,
+                      camera_pose: bool = False) -> Dict[str, KindStats]:
     if seed >= TRAIN_SEED_BASE:
         raise ValueError(f"seed {seed} is training data (>= {TRAIN_SEED_BASE})")
     stats = stats if stats is not None else {k: KindStats() for k in kinds}
@@ -172,7 +174,12 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
                         track_of[k][o] = tr.add(p, emb, stamp).id
                     except ValueError:
                         stats[k].failed_prompts += 1
-            tracks = tr.update(emb, stamp)
+            view = CameraView(fr.K, fr.T_world_cam) if camera_pose else None
+            tracks = tr.update(emb, stamp, view)
+            if view is not None:
+                # As the node does with tf: the objects' pose centroids, kept in the world frame.
+                poses = {t.id: estimate_pose(fr.depth, fr.K, t.mask) for t in tracks if t.mask is not None}
+                tr.place({i: p.centroid for i, p in poses.items() if p is not None}, view, stamp)
             by_id = {t.id: t for t in tracks}
             hyp = {t.id: t.mask for t in tracks if t.mask is not None}
             matches[k].append(metrics.match(present, hyp))
@@ -238,12 +245,12 @@ _WORKER: dict = {}
 
 def _work(job):
     """One sequence in a worker process (model loaded once per process)."""
-    ckpt, device, threads, seed, frames, w, h, kinds, kw = job
+    ckpt, device, threads, seed, frames, w, h, kinds, kw, camera_pose = job
     if "pred" not in _WORKER:
         torch.set_num_threads(threads)
         _WORKER["pred"] = SeemPredictor(SeemModel.from_checkpoint(ckpt), device=device)
     t = time.time()
-    st = evaluate_sequence(_WORKER["pred"], seed, frames, w, h, kinds, kw)
+    st = evaluate_sequence(_WORKER["pred"], seed, frames, w, h, kinds, kw, camera_pose=camera_pose)
     return seed, st, time.time() - t
 
 
@@ -291,6 +298,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes, one sequence each at a time (CPU)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ObjectTracker keyword argument")
+    ap.add_argument("--camera-pose", action="store_true",
+                    help="give the tracker each frame's camera pose and the objects' 3D centroids (as the node "
+                         "does with tf and depth)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--max-minutes", type=float, default=0,
                     help="stop after this long and report the sequences finished by then")
@@ -311,7 +321,7 @@ def main(argv=None) -> int:
     done = []
     if a.workers > 1:
         import multiprocessing as mp
-        jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw) for s in seeds]
+        jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw, a.camera_pose) for s in seeds]
         pool = mp.get_context("spawn").Pool(a.workers)
         it = pool.imap_unordered(_work, jobs)
         try:
@@ -329,11 +339,12 @@ def main(argv=None) -> int:
             if time.time() > deadline:
                 log("time budget spent")
                 break
-            evaluate_sequence(pred, seed, a.frames, w, h, kinds, kw, stats, log=log)
+            evaluate_sequence(pred, seed, a.frames, w, h, kinds, kw, stats, log=log, camera_pose=a.camera_pose)
             done.append(seed)
     part = "" if len(done) == len(seeds) else f" (finished {len(done)}: {sorted(done)})"
     print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}){part}, {a.frames} frames "
-          f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}:\n")
+          f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}"
+          f"{', camera pose known' if a.camera_pose else ''}:\n")
     print(table(stats))
     for k, st in stats.items():
         if st.failed_prompts:

@@ -93,6 +93,7 @@ class _Object:
     box: Optional[np.ndarray] = None            # x0, y0, x1, y1 of the last accepted mask
     box_stamp: float = 0.0                      # when it was seen there
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))   # of the box centre, pixels/s
+    where: Optional["_Placed"] = None           # its last 3D position in the fixed frame (place())
     age_frames: int = 0
     lost_since: Optional[float] = None
     seen: Optional[weakref.ref] = None          # embedding of the last segmentation
@@ -101,6 +102,31 @@ class _Object:
 
     def on(self, emb: ImageEmbedding) -> bool:
         return self.seen is not None and self.seen() is emb
+
+
+@dataclass(frozen=True)
+class CameraView:
+    """The camera of one frame: intrinsics at image size and its pose in a fixed frame (ROS:
+    the transform from the image's optical frame to e.g. odom or map, from tf)."""
+    K: np.ndarray                               # 3x3
+    T_fixed_cam: np.ndarray                     # 4x4: optical-frame point -> fixed-frame point
+
+    def to_camera(self, p: np.ndarray) -> np.ndarray:
+        R, t = self.T_fixed_cam[:3, :3], self.T_fixed_cam[:3, 3]
+        return R.T @ (p - t)
+
+    def pixel(self, p_cam: np.ndarray) -> np.ndarray:
+        return (self.K @ p_cam)[:2] / p_cam[2]
+
+
+@dataclass
+class _Placed:
+    position: np.ndarray                        # [3] fixed frame
+    velocity: np.ndarray                        # [3] fixed frame, m/s (smoothed)
+    stamp: float
+    box: np.ndarray                             # its mask's box then
+    pixel: np.ndarray                           # where the position projected then
+    depth: float                                # its optical-frame z then
 
 
 @dataclass
@@ -286,10 +312,12 @@ class ObjectTracker:
         self._objects.clear()          # ids are not reused: _next_id keeps counting
 
     @torch.inference_mode()
-    def update(self, embedding: ImageEmbedding, stamp: float) -> List[Track]:
+    def update(self, embedding: ImageEmbedding, stamp: float, view: Optional[CameraView] = None) -> List[Track]:
         """Segment every object on a new frame (its features already computed by set_image):
         one decoder pass for all objects not yet segmented on this embedding. Returns every
-        track, tracked and lost; objects lost for longer than lost_timeout_s are dropped."""
+        track, tracked and lost; objects lost for longer than lost_timeout_s are dropped.
+        `view`: this frame's camera in a fixed frame, when known; with the positions given to
+        place(), a lost object is then looked for where its last 3D position projects now."""
         for o in list(self._objects.values()):
             if o.state == LOST and o.lost_since is not None and stamp - o.lost_since > self.lost_timeout_s:
                 del self._objects[o.id]
@@ -301,8 +329,25 @@ class ObjectTracker:
         if todo:
             cands = self._decode(todo, embedding)
             self.last_candidates = cands
-            self._decide(todo, cands, embedding, stamp)
+            self._decide(todo, cands, embedding, stamp, view)
         return self.tracks
+
+    def place(self, positions: Dict[int, np.ndarray], view: CameraView, stamp: float) -> None:
+        """3D positions (optical frame of `view`'s image, metres; e.g. the pose estimator's
+        centroids) of objects tracked on the frame at `stamp`. Kept in the fixed frame, so that
+        re-identification knows where a lost object should be after the camera has moved (image
+        positions alone cannot: a pan away and back moves everything)."""
+        for oid, p in positions.items():
+            o = self._objects.get(int(oid))
+            p = np.asarray(p, float).reshape(-1)
+            if o is None or o.state != TRACKED or o.box is None or o.box_stamp != stamp or p.shape != (3,) \
+                    or not np.isfinite(p).all() or p[2] <= 0:
+                continue
+            q = view.T_fixed_cam[:3, :3] @ p + view.T_fixed_cam[:3, 3]
+            v = np.zeros(3)
+            if o.where is not None and stamp > o.where.stamp:
+                v = 0.5 * o.where.velocity + 0.5 * (q - o.where.position) / (stamp - o.where.stamp)
+            o.where = _Placed(q, v, stamp, o.box.copy(), view.pixel(p), float(p[2]))
 
     # ------------------------------------------------------------------ prompting
     def _check(self, p: ObjectPrompt) -> None:
@@ -581,7 +626,8 @@ class ObjectTracker:
             c.appearance, c.colour = app, col
             c.similarity = self._similarity(o, app, emb)
 
-    def _decide(self, objs: List[_Object], cands: List[_Candidate], emb: ImageEmbedding, stamp: float) -> None:
+    def _decide(self, objs: List[_Object], cands: List[_Candidate], emb: ImageEmbedding, stamp: float,
+                view: Optional[CameraView] = None) -> None:
         minpx = self._min_pixels(emb)
         H, W = emb.orig_size
         margin = max(1, int(round(self.track_margin * np.hypot(H, W))))
@@ -629,7 +675,8 @@ class ObjectTracker:
             taken |= c.mask
         lost = [o for o in objs if o.state == LOST]
         if lost:
-            chosen.update(self._reacquire(lost, [c for o in lost for c in by_owner.get(o.id, [])], taken, emb, stamp))
+            chosen.update(self._reacquire(lost, [c for o in lost for c in by_owner.get(o.id, [])], taken, emb, stamp,
+                                          view))
         if fixed.any():
             for c in chosen.values():
                 c.mask = c.mask & ~fixed
@@ -669,7 +716,7 @@ class ObjectTracker:
                 o.last_tokens = t
 
     def _reacquire(self, lost: List[_Object], cands: List[_Candidate], taken: np.ndarray,
-                   emb: ImageEmbedding, stamp: float) -> Dict[int, _Candidate]:
+                   emb: ImageEmbedding, stamp: float, view: Optional[CameraView] = None) -> Dict[int, _Candidate]:
         """Re-identification of lost objects, jointly: every region any lost object's prompt
         found (its connected parts, minus pixels other objects hold) is scored against every lost
         object's appearance, and regions go to objects best match first, one each. So when two
@@ -705,6 +752,7 @@ class ObjectTracker:
         H, W = emb.orig_size
         diag = float(np.hypot(H, W))
         boxes = [_box(r.mask) for r in uniq]
+        edge = [b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H for b in boxes]
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
@@ -714,9 +762,14 @@ class ObjectTracker:
                 gap = 0.0
                 if o.box is not None and o.lost_since is not None:
                     limit = (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag
-                    gap = _gap(boxes[k], self._swept(o, stamp))
+                    expected = self._expected(o, stamp, view)
+                    if expected is None:
+                        continue                        # behind the camera now
+                    gap = _gap(boxes[k], expected)
                     if gap > limit:
                         continue                        # it cannot be there (yet)
+                    if o.where is not None and view is not None and not edge[k] and _outside(expected, W, H):
+                        continue                        # out of view: it can only come in across the border
                 if o.anchor is not None:
                     sim = self._similarity(o, apps[k], emb)
                     # Farther from where it could be counts against it: the appearance features
@@ -735,8 +788,7 @@ class ObjectTracker:
             sims.sort(key=lambda x: -x[0])
             closest = min((x[3] for x in sims), default=0.0)
             win = next((x for x in sims if x[3] <= closest + self.colour_gate), None)
-            b = boxes[k]
-            margin = self.edge_margin if (b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H) else self.reid_margin
+            margin = self.edge_margin if edge[k] else self.reid_margin
             if win is not None and win[1] >= self.reacquire_similarity:
                 if all(win[0] - x[0] >= margin for x in sims if x is not win):
                     pairs.append((win[0], k, win[2]))
@@ -749,6 +801,27 @@ class ObjectTracker:
             r.owner, r.similarity = o.id, max(sim, 0.0)
             out[o.id] = r
             used.add(k)
+        return out
+
+    def _expected(self, o: _Object, stamp: float, view: Optional[CameraView], horizon: float = 1.0) -> Optional[np.ndarray]:
+        """Where a lost object could be on this frame: with a 3D position and this frame's camera,
+        its box when placed, moved to where that position (and the position its 3D velocity leads
+        to, at most `horizon` seconds on) projects now and scaled by the change in depth; None
+        when that is behind the camera. Else the image-plane sweep (_swept)."""
+        w = o.where
+        if w is None or view is None:
+            return self._swept(o, stamp, horizon)
+        dt = min(max(stamp - w.stamp, 0.0), horizon)
+        out = None
+        for p in (w.position, w.position + w.velocity * dt):
+            c = view.to_camera(p)
+            if c[2] <= 1e-3:
+                return None
+            shift = view.pixel(c) - w.pixel
+            s = w.depth / c[2]
+            ctr = _centre(w.box)
+            b = np.concatenate([(w.box[:2] - ctr) * s + ctr + shift, (w.box[2:] - ctr) * s + ctr + shift])
+            out = b if out is None else np.concatenate([np.minimum(out[:2], b[:2]), np.maximum(out[2:], b[2:])])
         return out
 
     @staticmethod
@@ -927,6 +1000,11 @@ def _box(mask: np.ndarray) -> Optional[np.ndarray]:
     """x0, y0, x1, y1 (exclusive) of the mask, None when it is empty."""
     b = mask_box(mask)
     return None if b is None else np.array(b, float)
+
+
+def _outside(b: np.ndarray, W: int, H: int) -> bool:
+    """Whether box b lies wholly outside a W x H image."""
+    return bool(b[2] <= 0 or b[0] >= W or b[3] <= 0 or b[1] >= H)
 
 
 def _centre(b: np.ndarray) -> np.ndarray:
