@@ -3,7 +3,8 @@
     ros2 launch seem_ros seem.launch.py camera_ns:=/camera
     ros2 launch seem_ros seem.launch.py sim:=true
 
-The node's inputs are remapped to <camera_ns>/{image,depth,camera_info}."""
+The node's inputs are remapped to <camera_ns>/{image,depth,camera_info,camera_pose} (camera_pose:
+the sim camera's pose; a real camera's comes from tf with the node's fixed_frame parameter)."""
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -26,5 +27,6 @@ def generate_launch_description():
         LifecycleNode(package="seem_ros", executable="seem_node", name="seem_node", namespace="",
                       parameters=[LaunchConfiguration("params")], output="screen",
                       remappings=[("image", [ns, "/image"]), ("image/compressed", [ns, "/image/compressed"]),
-                                  ("depth", [ns, "/depth"]), ("camera_info", [ns, "/camera_info"])]),
+                                  ("depth", [ns, "/depth"]), ("camera_info", [ns, "/camera_info"]),
+                                  ("camera_pose", [ns, "/camera_pose"])]),
     ])

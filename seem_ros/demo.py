@@ -1,7 +1,7 @@
 """`make demo`: the simulated RGB-D camera and seem_node, driven by a scripted user.
 
 Starts two processes on this machine (loopback DDS, a domain id of its own):
-    seem_ros_sim_camera   a moving tabletop sequence (image, depth, camera_info, ground truth)
+    seem_ros_sim_camera   a moving tabletop sequence (image, depth, camera_info, camera_pose, ground truth)
     seem_node             the bundled small SEEM, with tracking and poses
 then, as a user would, sends on the node's prompt topics:
     frame  2  a text command    "pick up the <colour> <shape>"        (prompt/text)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     logs = {"camera": [], "node": []}
     node_args = ["seem_ros.ros.node", "--ros-args", "--params-file", str(ROOT / "config" / "seem_node.yaml"),
                  "-r", f"__ns:={NS}", "-r", f"image:={NS}/camera/image", "-r", f"depth:={NS}/camera/depth",
-                 "-r", f"camera_info:={NS}/camera/camera_info"]
+                 "-r", f"camera_info:={NS}/camera/camera_info", "-r", f"camera_pose:={NS}/camera/camera_pose"]
     if a.checkpoint:
         node_args += ["-p", f"checkpoint:={a.checkpoint}"]
     node = _spawn(node_args, env)

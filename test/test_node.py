@@ -42,7 +42,7 @@ class Client:
 
     def __init__(self, harness: NodeHarness, ns: str = NS):
         from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import Point, PointStamped, PoseArray
+        from geometry_msgs.msg import Point, PointStamped, PoseArray, PoseStamped
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from std_msgs.msg import String
@@ -61,6 +61,7 @@ class Client:
             "point": harness.create_publisher(Point, f"{ns}/prompt/point", rel),
             "clicked": harness.create_publisher(PointStamped, f"{ns}/clicked_point", rel),
             "prompt": harness.create_publisher(Prompt, f"{ns}/prompt", rel),
+            "pose": harness.create_publisher(PoseStamped, f"{ns}/camera_pose", qos_profile_sensor_data),
         }
         self.out = {}
         self.diag = []
@@ -86,7 +87,7 @@ class Client:
             if st.name.startswith("seem_node"):
                 self.diag.append(st)
 
-    def wait_ready(self, inputs=("image", "depth", "info", "text", "point", "clicked", "prompt")):
+    def wait_ready(self, inputs=("image", "depth", "info", "text", "point", "clicked", "prompt", "pose")):
         for k in inputs:
             self.h.wait_for_matched(self.pub[k], 1, timeout=30)
         for s in self.subs[:5]:
@@ -100,9 +101,19 @@ class Client:
         return hd
 
     def send_frame(self, frame, encoding="rgb8", depth=True, header=None, pad=0, depth_msg=None, image_msg=None,
-                   depth_after=0.0):
+                   depth_after=0.0, pose_dt=None):
+        """pose_dt: also publish the camera's pose (camera_pose, frame "world"), stamped this many
+        seconds from the image."""
         from seem_ros.ros.conversions import camera_info_to_msg, depth_to_image, rgb_to_image
         hd = header or self.header()
+        if pose_dt is not None:
+            from seem_ros.ros.sim_camera_node import pose_msg
+            from std_msgs.msg import Header
+            p = pose_msg(frame.T_world_cam)
+            p.header = Header(frame_id="world")
+            ns = hd.stamp.sec * 10 ** 9 + hd.stamp.nanosec + int(round(pose_dt * 1e9))
+            p.header.stamp.sec, p.header.stamp.nanosec = divmod(ns, 10 ** 9)
+            self.pub["pose"].publish(p)
         if image_msg is None:
             image_msg = _encode(frame.rgb, encoding, pad)
         image_msg.header = hd
@@ -623,28 +634,40 @@ def test_click_in_a_frame_that_cannot_be_transformed(clean):
     _still_works(c)
 
 
-def test_fixed_frame_without_a_transform_is_reported_and_frames_go_on(clean):
-    """fixed_frame asks for the camera's pose on every frame; where there is none (no tf2 here,
-    or no transform on a robot) the reason goes to the log and /diagnostics (key camera_pose),
-    once, and the objects are still segmented; set back to empty, it is off."""
+def test_camera_pose_from_the_topic_or_tf_and_its_failures(clean):
+    """The camera's pose in a fixed frame comes with each frame on camera_pose (paired by stamp)
+    or, with fixed_frame, from tf. /diagnostics says which (key camera_pose); a pose that does
+    not pair, or a fixed_frame without a transform (no tf2 here), is reported (log and
+    /diagnostics, once) and the objects are still segmented."""
     from rclpy.parameter import Parameter
     c = clean
-    assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="odom")))
-    try:
-        c.text("red cube")
-        out = c.wait_output(c.send_frame(render()), keys=("objects",))
-        c.wait_error("fixed_frame 'odom'" if _has_tf2() else "tf2_ros is not installed")
+    frame = render()
+
+    def pose_state():
+        for st in reversed(c.diag):
+            v = {kv.key: kv.value for kv in st.values}
+            if "camera_pose" in v:
+                return v["camera_pose"]
+
+    def segmented(**kw):
+        out = c.wait_output(c.send_frame(frame, **kw), keys=("objects",))
         assert [o.label for o in out["objects"].objects] == ["red cube"]
 
-        def pose_state():
-            for st in reversed(c.diag):
-                v = {kv.key: kv.value for kv in st.values}
-                if "camera_pose" in v:
-                    return v["camera_pose"]
-        assert "odom" in pose_state() or "tf2_ros" in pose_state()
+    c.wait_output(c.send_frame(frame), keys=("objects",))     # a prompt needs a frame seen first
+    c.text("red cube")
+    segmented(pose_dt=0.0)
+    c.h.spin_until(lambda: pose_state() == "ok (camera_pose in 'world')", timeout=10, what="camera_pose ok")
+    segmented(pose_dt=0.3)                  # near, but not within sync_slop_s
+    c.wait_error("camera_pose: none within sync_slop_s")
+    assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="odom")))
+    try:
+        segmented(pose_dt=0.0)              # fixed_frame set: tf, not the topic
+        c.wait_error("fixed_frame 'odom'" if _has_tf2() else "tf2_ros is not installed")
+        c.h.spin_until(lambda: "odom" in pose_state() or "tf2_ros" in pose_state(), timeout=10,
+                       what="the tf failure in diagnostics")
     finally:
         assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="")))
-    c.wait_output(c.send_frame(render()), keys=("objects",))
+    segmented()                             # nothing publishes it (any more): off
     c.h.spin_until(lambda: pose_state() == "off", timeout=10, what="camera_pose off in diagnostics")
 
 

@@ -32,10 +32,11 @@ def start_camera(ros_env, **params) -> RosProcess:
 class Collector:
     """Subscribes to every topic of the camera; groups messages by header stamp."""
 
-    TOPICS = ("image", "depth", "camera_info", "instances", "semantic", "objects")
+    TOPICS = ("image", "depth", "camera_info", "camera_pose", "instances", "semantic", "objects")
 
     def __init__(self, ros_node):
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
 
@@ -45,6 +46,7 @@ class Collector:
         spec = {"image": (Image, f"{NS}/image", qos_profile_sensor_data),
                 "depth": (Image, f"{NS}/depth", qos_profile_sensor_data),
                 "camera_info": (CameraInfo, f"{NS}/camera_info", qos_profile_sensor_data),
+                "camera_pose": (PoseStamped, f"{NS}/camera_pose", qos_profile_sensor_data),
                 "instances": (Image, f"{gt}/instances", reliable),
                 "semantic": (Image, f"{gt}/semantic", qos_profile_sensor_data),   # best effort matches too
                 "objects": (String, f"{gt}/objects", reliable)}
@@ -113,8 +115,20 @@ def check_frame(f, width, height, frame_id, depth_encoding):
         assert gt["class_names"][o["class_id"]] == o["class_name"]
         assert len(o["position"]) == 3 and len(o["quaternion"]) == 4
         assert abs(np.linalg.norm(o["quaternion"]) - 1) < 1e-6
+    pose = f["camera_pose"]
+    assert pose.header.stamp == img.header.stamp and pose.header.frame_id == "world"
+    p, q = pose.pose.position, pose.pose.orientation
+    T = np.eye(4)
+    T[:3, 3] = (p.x, p.y, p.z)
+    T[:3, :3] = _rotation(q.x, q.y, q.z, q.w)
     return {"rgb": image_to_rgb(img), "depth": image_to_depth(depth), "K": K, "instances": instances,
-            "semantic": semantic, "gt": gt}
+            "semantic": semantic, "gt": gt, "T_world_cam": T}
+
+
+def _rotation(x, y, z, w):
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def test_static_scene_matches_the_renderer(ros_env, ros_node):
@@ -137,6 +151,7 @@ def test_static_scene_matches_the_renderer(ros_env, ros_node):
         np.testing.assert_array_equal(got["instances"], expected.instance)
         np.testing.assert_array_equal(got["semantic"], expected.semantic)
         np.testing.assert_array_equal(got["K"], expected.K)
+        np.testing.assert_allclose(got["T_world_cam"], expected.T_world_cam, atol=1e-9)
         for o in expected.objects:
             j = next(x for x in got["gt"]["objects"] if x["id"] == o.id)
             np.testing.assert_allclose(j["position"], o.position, atol=1e-12)
@@ -164,6 +179,7 @@ def test_sequence_frames_with_16bit_depth(ros_env, ros_node):
         np.testing.assert_allclose(got["depth"], expected.depth, atol=0.0005 + 1e-6)
         np.testing.assert_array_equal(got["instances"], expected.instance)
         np.testing.assert_array_equal(got["rgb"], expected.rgb)
+        np.testing.assert_allclose(got["T_world_cam"], expected.T_world_cam, atol=1e-9)   # the camera moves
     assert all(0 <= i < n for i in indices) and len(set(indices)) == len(indices)
 
 

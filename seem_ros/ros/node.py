@@ -28,7 +28,7 @@ from typing import List, Optional
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PointStamped, PoseArray
+from geometry_msgs.msg import Point, PointStamped, PoseArray, PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -62,6 +62,8 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 SENSOR_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                         durability=qos_profile_sensor_data.durability, history=HistoryPolicy.KEEP_LAST)
 
+POSE_SILENT_S = 0.5      # camera_pose this far from every image: nobody publishes it (any more)
+
 PARAMS = {   # name: (default, description, changeable while configured)
     "checkpoint": ("", "model weights; empty = the bundled small SEEM", False),
     "device": ("auto", "auto | cpu | cuda | cuda:N", False),
@@ -88,7 +90,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
     "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
                           "one more image encoding each", True),
     "fixed_frame": ("", "a frame fixed in the world (odom, map): with tf, each frame's camera pose there lets a lost "
-                        "object be looked for where it was left after the camera moved; empty = off", True),
+                        "object be looked for where it was left after the camera moved; empty = take the "
+                        "pose from the camera_pose topic when something publishes it", True),
     "track_tokens": (512, "prompt points per tracking decoder pass, shared by the tracked objects; "
                           "256 decodes about a third faster (see the README's tracking section)", True),
     "autostart": (True, "configure and activate at start-up (false: wait for lifecycle transitions)", False),
@@ -110,6 +113,7 @@ class SeemNode(LifecycleNode):
         self._latest = None                      # (msg, receive time) of the newest colour frame
         self._depths: deque = deque(maxlen=8)
         self._infos: deque = deque(maxlen=8)
+        self._poses: deque = deque(maxlen=8)     # camera_pose, paired with colour by stamp
         self._prompts: deque = deque(maxlen=200)
         self._seen_image = False
         self._frame_meta = None                  # (K, frame_id, (h, w)) of the last processed frame
@@ -168,6 +172,7 @@ class SeemNode(LifecycleNode):
             self.create_subscription(Prompt, "prompt", self._on_prompt, PROMPT_QOS),
             self.create_subscription(Image, "depth", self._on_depth, SENSOR_QOS, raw=True),
             self.create_subscription(CameraInfo, "camera_info", self._on_info, SENSOR_QOS),
+            self.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, SENSOR_QOS),
             # Colour and depth as serialized bytes, read in place (conversions.image_from_cdr; colour
             # by the worker): rclpy's deserialization would copy the pixels in this thread.
             self.create_subscription(image_topic[1], image_topic[0], self._on_image, SENSOR_QOS,
@@ -357,6 +362,10 @@ class SeemNode(LifecycleNode):
         with self._lock:
             self._infos.append(_CameraInfo(msg.header, parsed))
             self._wake.notify_all()
+
+    def _on_camera_pose(self, msg: PoseStamped) -> None:
+        with self._lock:
+            self._poses.append(msg)
 
     def _queue_prompt(self, kind: str, msg) -> None:
         """Checked here, against the last image the worker processed, so that a bad prompt is
@@ -577,15 +586,16 @@ class SeemNode(LifecycleNode):
         return T[:3, :3] @ xyz + T[:3, 3]
 
     def _camera_pose(self, frame_id: str, stamp) -> Optional[np.ndarray]:
-        """The camera's pose in `fixed_frame` at the image's stamp (4x4, optical frame -> fixed),
-        or None: off, no tf, or no transform for that moment. Not the latest transform instead:
-        a moving camera's old pose would send lost objects' search to the wrong place. A failure
-        is reported when its reason changes, not on every frame; the frame goes on without it."""
+        """The camera's pose in a fixed frame at the image's stamp (4x4, optical frame -> fixed):
+        from tf when `fixed_frame` is set, else from the camera_pose topic (a visual odometry's or
+        a simulator's PoseStamped of the optical frame) when it publishes; None when neither has
+        one for that moment. Not the latest pose instead: a moving camera's old pose would send
+        lost objects' search to the wrong place. A failure is reported when its reason changes,
+        not on every frame; the frame goes on without it."""
         fixed = self._param("fixed_frame")
         why = None
         if not fixed:
-            self._pose_state = "off"
-            return None
+            return self._topic_pose(stamp.sec + stamp.nanosec * 1e-9)
         if self._tf is None:
             why = "tf2_ros is not installed: fixed_frame is ignored"
         elif not frame_id:
@@ -594,10 +604,35 @@ class SeemNode(LifecycleNode):
             from rclpy.time import Time
             try:
                 T = _transform_matrix(self._tf[0].lookup_transform(fixed, frame_id, Time.from_msg(stamp)).transform)
-                self._pose_state = "ok"
+                self._pose_state = f"ok (tf, in {fixed!r})"
                 return T
             except Exception as e:
                 why = f"no transform from {frame_id!r} to fixed_frame {fixed!r} at the image's stamp: {e}"
+        return self._pose_failed(why)
+
+    def _topic_pose(self, stamp: float) -> Optional[np.ndarray]:
+        with self._lock:
+            poses = list(self._poses)
+        if not poses:
+            self._pose_state = "off"
+            return None
+        m = _nearest(poses, stamp)
+        dt = abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp)
+        if dt > POSE_SILENT_S:               # nothing publishes it (any more): off, as without it
+            self._pose_state = "off"
+            return None
+        if dt > self._param("sync_slop_s"):
+            return self._pose_failed(f"camera_pose: none within sync_slop_s of the image (nearest {dt:.3f} s away)")
+        if not m.header.frame_id:
+            return self._pose_failed("camera_pose has no header.frame_id (the fixed frame it is in)")
+        q = m.pose.orientation
+        T = _transform_matrix(m.pose, translation="position", rotation="orientation")
+        if not np.isfinite(T).all() or abs(math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) - 1) > 0.01:
+            return self._pose_failed("camera_pose is not finite or its orientation not a unit quaternion")
+        self._pose_state = f"ok (camera_pose in {m.header.frame_id!r})"
+        return T
+
+    def _pose_failed(self, why: str) -> None:
         if why != self._pose_state:
             self.error(why)
         self._pose_state = why
@@ -725,11 +760,12 @@ def _nearest(msgs, stamp: float):
     return min(msgs, key=lambda m: abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp))
 
 
-def _transform_matrix(t) -> np.ndarray:
-    """geometry_msgs/Transform -> 4x4."""
+def _transform_matrix(t, translation: str = "translation", rotation: str = "rotation") -> np.ndarray:
+    """geometry_msgs/Transform (or Pose: position, orientation) -> 4x4."""
+    p, q = getattr(t, translation), getattr(t, rotation)
     T = np.eye(4)
-    T[:3, :3] = _quat_to_R(t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w)
-    T[:3, 3] = (t.translation.x, t.translation.y, t.translation.z)
+    T[:3, :3] = _quat_to_R(q.x, q.y, q.z, q.w)
+    T[:3, 3] = (p.x, p.y, p.z)
     return T
 
 

@@ -9,6 +9,8 @@ Topics (relative, so a namespace or remap places them; all with the SAME header 
     depth        sensor_msgs/Image, registered to the colour image (the same pinhole camera):
                  32FC1 metres, NaN = no reading, or 16UC1 millimetres, 0 = no reading
     camera_info  sensor_msgs/CameraInfo (plumb_bob, no distortion)
+    camera_pose  geometry_msgs/PoseStamped: the optical frame's pose in `world_frame` (what a
+                 robot's tf or a visual odometry gives; seem_node's ~camera_pose input)
   sensor-data QoS (best effort, keep last 1), as camera drivers publish.
 Ground truth, under the node's private namespace (~/ground_truth/...), reliable keep-last-1 (a
 best-effort or reliable subscriber both match); built only while someone subscribes:
@@ -27,7 +29,8 @@ best-effort or reliable subscriber both match); built only while someone subscri
 Parameters (read-only once started): seed (0), width (640), height (480), rate (5.0 Hz, wall
 clock), n_frames (60: length of the sequence), loop (true: restart the sequence at its end; false:
 stop publishing there), static (false; true: one still scene, rendered once and re-published with
-fresh stamps), frame_id ("sim_camera_color_optical_frame"), depth_encoding ("32FC1" | "16UC1").
+fresh stamps), frame_id ("sim_camera_color_optical_frame"), world_frame ("world": camera_pose's
+frame), depth_encoding ("32FC1" | "16UC1").
 Stamps come from the node clock: wall time, or /clock with use_sim_time:=true.
 
 Frames of a sequence are published in order (index 0, 1, 2, ...) whatever the machine's speed:
@@ -48,6 +51,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 
@@ -57,12 +61,22 @@ from seem_ros.ros.conversions import (camera_info_to_msg, depth_to_image, labels
 from seem_ros.ros.process_tuning import tune_process
 
 DEFAULT_FRAME_ID = "sim_camera_color_optical_frame"
+WORLD_FRAME_ID = "world"
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 MAX_SIZE = 8192
 
 
 class ParameterError(ValueError):
     """A parameter value the node cannot run with."""
+
+
+def pose_msg(T: np.ndarray) -> PoseStamped:
+    """A 4x4 pose as PoseStamped (header set by the caller)."""
+    m = PoseStamped()
+    m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in T[:3, 3])
+    q = sim.quat_from_R(T[:3, :3])
+    m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = (float(v) for v in q)
+    return m
 
 
 def objects_json(frame: "sim.Frame", header: Header) -> str:
@@ -102,6 +116,7 @@ class SimCameraNode(Node):
         self.pub_image = self.create_publisher(Image, "image", qos_profile_sensor_data)
         self.pub_depth = self.create_publisher(Image, "depth", qos_profile_sensor_data)
         self.pub_info = self.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+        self.pub_pose = self.create_publisher(PoseStamped, "camera_pose", qos_profile_sensor_data)
         gt_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_instances = self.create_publisher(Image, "~/ground_truth/instances", gt_qos)
         self.pub_semantic = self.create_publisher(Image, "~/ground_truth/semantic", gt_qos)
@@ -133,7 +148,8 @@ class SimCameraNode(Node):
             "n_frames": (60, "frames in the sequence (one period of its motions)"),
             "loop": (True, "restart the sequence at its end (false: stop publishing)"),
             "static": (False, "one still scene, rendered once and re-published"),
-            "frame_id": (DEFAULT_FRAME_ID, "header.frame_id of every message"),
+            "frame_id": (DEFAULT_FRAME_ID, "header.frame_id of every message (camera_pose: world_frame)"),
+            "world_frame": (WORLD_FRAME_ID, "frame of camera_pose (the world the scene is built in)"),
             "depth_encoding": ("32FC1", "32FC1 (metres) or 16UC1 (millimetres)"),
         }
         p = {}
@@ -187,7 +203,8 @@ class SimCameraNode(Node):
         """Messages of one frame; _tick sets their (shared) header."""
         return {"image": rgb_to_image(frame.rgb),
                 "depth": depth_to_image(frame.depth, None, self.p["depth_encoding"]),
-                "camera_info": camera_info_to_msg(frame.camera_info)}
+                "camera_info": camera_info_to_msg(frame.camera_info),
+                "camera_pose": pose_msg(frame.T_world_cam)}
 
     def _tick(self) -> None:
         if self._failed:
@@ -213,6 +230,8 @@ class SimCameraNode(Node):
             header = Header(frame_id=self.p["frame_id"], stamp=stamp)
             for m in msgs.values():
                 m.header = header
+            msgs["camera_pose"].header = Header(frame_id=self.p["world_frame"], stamp=stamp)
+            self.pub_pose.publish(msgs["camera_pose"])     # first: the node pairs it with the image
             self.pub_image.publish(msgs["image"])
             self.pub_depth.publish(msgs["depth"])
             self.pub_info.publish(msgs["camera_info"])
