@@ -17,9 +17,9 @@ encodes the image once (predictor.set_image); update() then runs ONE decoder pas
 - found: lost objects are searched for in the same pass (their first + last mask tokens, text
   objects also by their phrase); the regions found are assigned jointly to the lost objects by
   appearance, gated by where each could be now (last box moved on at its last image velocity,
-  a reach growing with time lost) and discounted by the distance from there (same-coloured
-  objects tie on appearance), ambiguous regions are left for a later frame; a found object
-  keeps its old id;
+  a reach growing with time lost; with the camera's pose in a fixed frame, where its last 3D
+  position projects now) and discounted by the distance from there (same-coloured objects tie
+  on appearance), ambiguous regions are left for a later frame; a found object keeps its old id;
 - dropped: lost for longer than lost_timeout_s;
 - output masks never overlap: a contested pixel goes to the object with the highest
   score * probability there, and masks of objects prompted on this very image win.
