@@ -131,10 +131,12 @@ class _Recorder:
         self.recv = {}          # stamp -> receive wall time of ~/objects
         self.events = []        # (index, what, gt id)
         self.images = {}        # stamp -> camera Image, until the reference prompt is sent
+        self.camera_pose = "not reported"   # the node's /diagnostics camera_pose, last seen
 
 
 def _run_script(a, node_proc, start_camera):
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Point
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -160,6 +162,12 @@ def _run_script(a, node_proc, start_camera):
         rec.objs[st(msg)] = msg
         rec.recv[st(msg)] = time.time()
 
+    def on_diag(msg):
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "camera_pose" and status.name.startswith("seem_node"):
+                    rec.camera_pose = kv.value
+
     subs = [n.create_subscription(String, f"{NS}/camera/sim_camera/ground_truth/objects", on_gt, rel),
             n.create_subscription(Image, f"{NS}/camera/sim_camera/ground_truth/instances",
                                   lambda m: rec.gt_inst.__setitem__(st(m), image_to_labels(m)), rel),
@@ -171,7 +179,8 @@ def _run_script(a, node_proc, start_camera):
             # The camera's own images, for the reference-image prompt (an earlier view).
             n.create_subscription(Image, f"{NS}/camera/image",
                                   lambda m: "reference" not in done and rec.images.__setitem__(st(m), m),
-                                  qos_profile_sensor_data)]
+                                  qos_profile_sensor_data),
+            n.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)]
     text_pub = n.create_publisher(String, f"{NS}/prompt/text", rel)
     prompt_pub = n.create_publisher(Prompt, f"{NS}/prompt", rel)
 
@@ -327,7 +336,8 @@ def _summarise(rec, out: Path) -> str:
     lines += ["", "| object | frames | mean IoU vs ground truth | ids used | median pose error (cm) |",
               "|---|---|---|---|---|", *rows, "",
               f"Frames answered: {len(rec.objs)}; latency image stamp -> ~/objects received: "
-              f"median {np.median(lat) if lat else float('nan'):.0f} ms.",
+              f"median {np.median(lat) if lat else float('nan'):.0f} ms. Camera pose for tracking: "
+              f"{rec.camera_pose} (the node's /diagnostics).",
               f"Overlay: {out / 'overlay.gif'} ({len(frames)} frames)."]
     text = "\n".join(lines)
     (out / "summary.md").write_text(text + "\n")
