@@ -136,6 +136,7 @@ class FrameInput:
     depth: Optional[object] = None         # [H, W] float32 metres (NaN = no reading) or a DepthImage
     K: Optional[np.ndarray] = None         # [3, 3] of this image's size
     T_fixed_cam: Optional[np.ndarray] = None   # [4, 4] the camera in a fixed frame (tf), when known
+    fixed_frame: str = ""                  # that frame's name
 
 
 def split_phrases(text: str) -> List[str]:
@@ -240,7 +241,7 @@ class Perception:
                 errors.append(f"{p.source}: {e.args[0] if e.args else e}")
         view = None
         if frame.K is not None and frame.T_fixed_cam is not None:
-            view = CameraView(np.asarray(frame.K, float), np.asarray(frame.T_fixed_cam, float))
+            view = CameraView(np.asarray(frame.K, float), np.asarray(frame.T_fixed_cam, float), frame.fixed_frame)
         tracks = self.tracker.update(emb, frame.stamp, view)
         t2 = time.perf_counter()
         h, w = frame.rgb.shape[:2]

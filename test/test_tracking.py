@@ -372,6 +372,9 @@ def test_with_the_camera_pose_a_lost_object_is_looked_for_where_its_3d_position_
     for known, owners in ((False, {1}), (True, set())):
         tr, lost, view = tracker(known)
         assert set(tr._reacquire(lost[:1], [back], taken, emb, 1.5, view)) == owners
+    # Positions kept in another fixed frame (fixed_frame changed) are not used: the image decides.
+    tr, lost, _ = tracker(True)
+    assert set(tr._reacquire(lost, [back], taken, emb, 1.5, CameraView(K, now_T, "map"))) == {1}
     # Behind the camera: not looked for at all.
     behind = np.eye(4)
     behind[:3, 3] = (0.0, 0.0, 2.0)

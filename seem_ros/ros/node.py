@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import deque
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import rclpy
@@ -480,9 +480,9 @@ class SeemNode(LifecycleNode):
         # at 640x480 on a 2-core CPU).
         prep = self._depth_pool.submit(self._prepare_depth, per, stamp, (h, w), depth_deadline,
                                        per.needs_support(len(requests)))
-        T = self._camera_pose(msg.header.frame_id, msg.header.stamp)
+        T, fixed = self._camera_pose(msg.header.frame_id, msg.header.stamp) or (None, "")
         with self._model_lock:
-            res = per.segment(FrameInput(rgb, stamp, K=K, T_fixed_cam=T), requests)
+            res = per.segment(FrameInput(rgb, stamp, K=K, T_fixed_cam=T, fixed_frame=fixed), requests)
         try:
             ready = prep.result()
         except Exception as e:        # reported; the frame still gets its masks
@@ -585,8 +585,9 @@ class SeemNode(LifecycleNode):
         T = _transform_matrix(t.transform)
         return T[:3, :3] @ xyz + T[:3, 3]
 
-    def _camera_pose(self, frame_id: str, stamp) -> Optional[np.ndarray]:
-        """The camera's pose in a fixed frame at the image's stamp (4x4, optical frame -> fixed):
+    def _camera_pose(self, frame_id: str, stamp) -> Optional[Tuple[np.ndarray, str]]:
+        """The camera's pose in a fixed frame at the image's stamp (4x4, optical frame -> fixed,
+        and that frame's name):
         from tf when `fixed_frame` is set, else from the camera_pose topic (a visual odometry's or
         a simulator's PoseStamped of the optical frame) when it publishes; None when neither has
         one for that moment. Not the latest pose instead: a moving camera's old pose would send
@@ -605,12 +606,12 @@ class SeemNode(LifecycleNode):
             try:
                 T = _transform_matrix(self._tf[0].lookup_transform(fixed, frame_id, Time.from_msg(stamp)).transform)
                 self._pose_state = f"ok (tf, in {fixed!r})"
-                return T
+                return T, fixed
             except Exception as e:
                 why = f"no transform from {frame_id!r} to fixed_frame {fixed!r} at the image's stamp: {e}"
         return self._pose_failed(why)
 
-    def _topic_pose(self, stamp: float) -> Optional[np.ndarray]:
+    def _topic_pose(self, stamp: float) -> Optional[Tuple[np.ndarray, str]]:
         with self._lock:
             poses = list(self._poses)
         if not poses:
@@ -630,7 +631,7 @@ class SeemNode(LifecycleNode):
         if not np.isfinite(T).all() or abs(math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) - 1) > 0.01:
             return self._pose_failed("camera_pose is not finite or its orientation not a unit quaternion")
         self._pose_state = f"ok (camera_pose in {m.header.frame_id!r})"
-        return T
+        return T, m.header.frame_id
 
     def _pose_failed(self, why: str) -> None:
         if why != self._pose_state:

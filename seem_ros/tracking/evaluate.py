@@ -174,7 +174,7 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
                         track_of[k][o] = tr.add(p, emb, stamp).id
                     except ValueError:
                         stats[k].failed_prompts += 1
-            view = CameraView(fr.K, fr.T_world_cam) if camera_pose else None
+            view = CameraView(fr.K, fr.T_world_cam, "world") if camera_pose else None
             tracks = tr.update(emb, stamp, view)
             if view is not None:
                 # As the node does with tf: the objects' pose centroids, kept in the world frame.

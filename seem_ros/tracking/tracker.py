@@ -110,6 +110,7 @@ class CameraView:
     the transform from the image's optical frame to e.g. odom or map, from tf)."""
     K: np.ndarray                               # 3x3
     T_fixed_cam: np.ndarray                     # 4x4: optical-frame point -> fixed-frame point
+    frame: str = ""                             # the fixed frame's name: positions kept in another are not used
 
     def to_camera(self, p: np.ndarray) -> np.ndarray:
         R, t = self.T_fixed_cam[:3, :3], self.T_fixed_cam[:3, 3]
@@ -127,6 +128,7 @@ class _Placed:
     box: np.ndarray                             # its mask's box then
     pixel: np.ndarray                           # where the position projected then
     depth: float                                # its optical-frame z then
+    frame: str                                  # the fixed frame it is in
 
 
 @dataclass
@@ -345,9 +347,9 @@ class ObjectTracker:
                 continue
             q = view.T_fixed_cam[:3, :3] @ p + view.T_fixed_cam[:3, 3]
             v = np.zeros(3)
-            if o.where is not None and stamp > o.where.stamp:
+            if o.where is not None and o.where.frame == view.frame and stamp > o.where.stamp:
                 v = 0.5 * o.where.velocity + 0.5 * (q - o.where.position) / (stamp - o.where.stamp)
-            o.where = _Placed(q, v, stamp, o.box.copy(), view.pixel(p), float(p[2]))
+            o.where = _Placed(q, v, stamp, o.box.copy(), view.pixel(p), float(p[2]), view.frame)
 
     # ------------------------------------------------------------------ prompting
     def _check(self, p: ObjectPrompt) -> None:
@@ -768,7 +770,7 @@ class ObjectTracker:
                     gap = _gap(boxes[k], expected)
                     if gap > limit:
                         continue                        # it cannot be there (yet)
-                    if o.where is not None and view is not None and not edge[k] and _outside(expected, W, H):
+                    if self._placed(o, view) is not None and not edge[k] and _outside(expected, W, H):
                         continue                        # out of view: it can only come in across the border
                 if o.anchor is not None:
                     sim = self._similarity(o, apps[k], emb)
@@ -808,8 +810,8 @@ class ObjectTracker:
         its box when placed, moved to where that position (and the position its 3D velocity leads
         to, at most `horizon` seconds on) projects now and scaled by the change in depth; None
         when that is behind the camera. Else the image-plane sweep (_swept)."""
-        w = o.where
-        if w is None or view is None:
+        w = self._placed(o, view)
+        if w is None:
             return self._swept(o, stamp, horizon)
         dt = min(max(stamp - w.stamp, 0.0), horizon)
         out = None
@@ -823,6 +825,11 @@ class ObjectTracker:
             b = np.concatenate([(w.box[:2] - ctr) * s + ctr + shift, (w.box[2:] - ctr) * s + ctr + shift])
             out = b if out is None else np.concatenate([np.minimum(out[:2], b[:2]), np.maximum(out[2:], b[2:])])
         return out
+
+    @staticmethod
+    def _placed(o: _Object, view: Optional[CameraView]) -> Optional[_Placed]:
+        """Its 3D position, when there is one in this frame's fixed frame."""
+        return o.where if view is not None and o.where is not None and o.where.frame == view.frame else None
 
     @staticmethod
     def _swept(o: _Object, stamp: float, horizon: float = 1.0) -> np.ndarray:
