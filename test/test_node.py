@@ -101,15 +101,15 @@ class Client:
         return hd
 
     def send_frame(self, frame, encoding="rgb8", depth=True, header=None, pad=0, depth_msg=None, image_msg=None,
-                   depth_after=0.0, pose_dt=None):
+                   depth_after=0.0, pose_dt=None, pose_T=None):
         """pose_dt: also publish the camera's pose (camera_pose, frame "world"), stamped this many
-        seconds from the image."""
+        seconds from the image; pose_T: that pose (default the frame's own)."""
         from seem_ros.ros.conversions import camera_info_to_msg, depth_to_image, rgb_to_image
         hd = header or self.header()
         if pose_dt is not None:
             from seem_ros.ros.sim_camera_node import pose_msg
             from std_msgs.msg import Header
-            p = pose_msg(frame.T_world_cam)
+            p = pose_msg(frame.T_world_cam if pose_T is None else pose_T)
             p.header = Header(frame_id="world")
             ns = hd.stamp.sec * 10 ** 9 + hd.stamp.nanosec + int(round(pose_dt * 1e9))
             p.header.stamp.sec, p.header.stamp.nanosec = divmod(ns, 10 ** 9)
@@ -659,6 +659,8 @@ def test_camera_pose_from_the_topic_or_tf_and_its_failures(clean):
     c.h.spin_until(lambda: pose_state() == "ok (camera_pose in 'world')", timeout=10, what="camera_pose ok")
     segmented(pose_dt=0.3)                  # near, but not within sync_slop_s
     c.wait_error("camera_pose: none within sync_slop_s")
+    segmented(pose_dt=0.0, pose_T=np.full((4, 4), np.nan))
+    c.wait_error("camera_pose is not finite")
     assert all(r.successful for r in c.set_params(Parameter("fixed_frame", value="odom")))
     try:
         segmented(pose_dt=0.0)              # fixed_frame set: tf, not the topic
