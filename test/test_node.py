@@ -848,3 +848,15 @@ def test_lifecycle_driven_by_services(ros_env):
         h.close()
         rc = proc.stop()
     assert rc in (0, -2, 130), proc.output
+
+
+def test_params_file_names_every_node_parameter_with_its_default():
+    """config/seem_node.yaml is the parameter list users copy: it holds every parameter, no
+    unknown one, each with the node's own default."""
+    import yaml
+    from seem_ros.ros.node import PARAMS as DEFAULTS
+    with open(PARAMS) as f:
+        given = yaml.safe_load(f)["/**"]["ros__parameters"]
+    assert set(given) == set(DEFAULTS)
+    for k, v in given.items():
+        assert v == DEFAULTS[k][0], k
