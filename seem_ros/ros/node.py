@@ -124,7 +124,7 @@ class SeemNode(LifecycleNode):
         self._pubs: dict = {}
         self._stats = _Stats()
         self._last_error = ("", 0.0)
-        self._pose_state = "off"                 # fixed_frame: off | ok | why not (diagnostics)
+        self._pose_state = "off"                 # the camera pose: off | ok (from where) | why not (diagnostics)
         self._tf = None
         # /diagnostics and the label map exist in every state, so a user sees why nothing happens.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -587,12 +587,12 @@ class SeemNode(LifecycleNode):
 
     def _camera_pose(self, frame_id: str, stamp) -> Optional[Tuple[np.ndarray, str]]:
         """The camera's pose in a fixed frame at the image's stamp (4x4, optical frame -> fixed,
-        and that frame's name):
-        from tf when `fixed_frame` is set, else from the camera_pose topic (a visual odometry's or
-        a simulator's PoseStamped of the optical frame) when it publishes; None when neither has
-        one for that moment. Not the latest pose instead: a moving camera's old pose would send
-        lost objects' search to the wrong place. A failure is reported when its reason changes,
-        not on every frame; the frame goes on without it."""
+        and that frame's name): from tf when `fixed_frame` is set, else from the camera_pose topic
+        (a visual odometry's or a simulator's PoseStamped of the optical frame, which must come
+        with or before its image: it is looked up as the frame is taken) when it publishes; None
+        when neither has one for that moment. Not the latest pose instead: a moving camera's old
+        pose would send lost objects' search to the wrong place. A failure is reported when its
+        reason changes, not on every frame; the frame goes on without it."""
         fixed = self._param("fixed_frame")
         why = None
         if not fixed:
