@@ -755,6 +755,12 @@ class ObjectTracker:
         diag = float(np.hypot(H, W))
         boxes = [_box(r.mask) for r in uniq]
         edge = [b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H for b in boxes]
+        # Where each lost object seen before could be now (None: behind the camera), how far from
+        # there it may be, and whether that comes from its 3D position: once, not per region.
+        gates = {o.id: (self._expected(o, stamp, view),
+                        (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag,
+                        self._placed(o, view) is not None)
+                 for o in lost if o.box is not None and o.lost_since is not None}
         pairs = []
         for k, r in enumerate(uniq):
             r.appearance = apps[k]
@@ -762,15 +768,14 @@ class ObjectTracker:
             sims = []
             for o in lost:
                 gap = 0.0
-                if o.box is not None and o.lost_since is not None:
-                    limit = (self.reach + self.reach_rate * max(stamp - o.lost_since, 0.0)) * diag
-                    expected = self._expected(o, stamp, view)
+                if o.id in gates:
+                    expected, limit, placed = gates[o.id]
                     if expected is None:
                         continue                        # behind the camera now
                     gap = _gap(boxes[k], expected)
                     if gap > limit:
                         continue                        # it cannot be there (yet)
-                    if self._placed(o, view) is not None and not edge[k] and _outside(expected, W, H):
+                    if placed and not edge[k] and _outside(expected, W, H):
                         continue                        # out of view: it can only come in across the border
                 if o.anchor is not None:
                     sim = self._similarity(o, apps[k], emb)
