@@ -582,7 +582,7 @@ class SeemNode(LifecycleNode):
                 t = buf.lookup_transform(dst, src, Time())
             except Exception:
                 raise ConversionError(f"cannot transform the point from {src!r} to {dst!r}: {e}") from None
-        T = _transform_matrix(t.transform)
+        T = _transform_matrix(t.transform.translation, t.transform.rotation)
         return T[:3, :3] @ xyz + T[:3, 3]
 
     def _camera_pose(self, frame_id: str, stamp) -> Optional[Tuple[np.ndarray, str]]:
@@ -604,7 +604,8 @@ class SeemNode(LifecycleNode):
         else:
             from rclpy.time import Time
             try:
-                T = _transform_matrix(self._tf[0].lookup_transform(fixed, frame_id, Time.from_msg(stamp)).transform)
+                t = self._tf[0].lookup_transform(fixed, frame_id, Time.from_msg(stamp)).transform
+                T = _transform_matrix(t.translation, t.rotation)
                 self._pose_state = f"ok (tf, in {fixed!r})"
                 return T, fixed
             except Exception as e:
@@ -627,7 +628,7 @@ class SeemNode(LifecycleNode):
         if not m.header.frame_id:
             return self._pose_failed("camera_pose has no header.frame_id (the fixed frame it is in)")
         q = m.pose.orientation
-        T = _transform_matrix(m.pose, translation="position", rotation="orientation")
+        T = _transform_matrix(m.pose.position, q)
         if not np.isfinite(T).all() or abs(math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) - 1) > 0.01:
             return self._pose_failed("camera_pose is not finite or its orientation not a unit quaternion")
         self._pose_state = f"ok (camera_pose in {m.header.frame_id!r})"
@@ -761,9 +762,8 @@ def _nearest(msgs, stamp: float):
     return min(msgs, key=lambda m: abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp))
 
 
-def _transform_matrix(t, translation: str = "translation", rotation: str = "rotation") -> np.ndarray:
-    """geometry_msgs/Transform (or Pose: position, orientation) -> 4x4."""
-    p, q = getattr(t, translation), getattr(t, rotation)
+def _transform_matrix(p, q) -> np.ndarray:
+    """A translation (x, y, z) and a quaternion (x, y, z, w) message -> 4x4."""
     T = np.eye(4)
     T[:3, :3] = _quat_to_R(q.x, q.y, q.z, q.w)
     T[:3, 3] = (p.x, p.y, p.z)
