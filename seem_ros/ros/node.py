@@ -433,7 +433,7 @@ class SeemNode(LifecycleNode):
 
     def _has_depth(self, stamp: float, depths=None) -> bool:
         slop = self._param("sync_slop_s")
-        return any(abs(d.header.stamp.sec + d.header.stamp.nanosec * 1e-9 - stamp) <= slop
+        return any(abs(_seconds(d.header.stamp) - stamp) <= slop
                    for d in (self._depths if depths is None else depths))
 
     def _depth_and_info(self, stamp: float, deadline: float):
@@ -458,7 +458,7 @@ class SeemNode(LifecycleNode):
             with self._lock:         # prompts waiting for a valid frame wait for the next one
                 self._prompts.extendleft(reversed(prompts))
             return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = _seconds(msg.header.stamp)
         h, w = rgb.shape[:2]
         K = self._camera_matrix(infos, stamp, (h, w))      # for 3D clicks; poses take this stamp's
         with self._lock:
@@ -531,7 +531,7 @@ class SeemNode(LifecycleNode):
         if not depths:
             return None
         d = _nearest(depths, stamp)
-        ds = d.header.stamp.sec + d.header.stamp.nanosec * 1e-9
+        ds = _seconds(d.header.stamp)
         if abs(ds - stamp) > self._param("sync_slop_s"):
             self.warn(f"depth: no depth image within {self._param('sync_slop_s')} s of the colour "
                       f"stamp (nearest {ds - stamp:+.3f} s): no poses for this frame")
@@ -594,9 +594,8 @@ class SeemNode(LifecycleNode):
         pose would send lost objects' search to the wrong place. A failure is reported when its
         reason changes, not on every frame; the frame goes on without it."""
         fixed = self._param("fixed_frame")
-        why = None
         if not fixed:
-            return self._topic_pose(stamp.sec + stamp.nanosec * 1e-9)
+            return self._topic_pose(_seconds(stamp))
         if self._tf is None:
             why = "tf2_ros is not installed: fixed_frame is ignored"
         elif not frame_id:
@@ -619,7 +618,7 @@ class SeemNode(LifecycleNode):
             self._pose_state = "off"
             return None
         m = _nearest(poses, stamp)
-        dt = abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp)
+        dt = abs(_seconds(m.header.stamp) - stamp)
         if dt > POSE_SILENT_S:               # nothing publishes it (any more): off, as without it
             self._pose_state = "off"
             return None
@@ -634,7 +633,8 @@ class SeemNode(LifecycleNode):
         self._pose_state = f"ok (camera_pose in {m.header.frame_id!r})"
         return T, m.header.frame_id
 
-    def _pose_failed(self, why: str) -> None:
+    def _pose_failed(self, why: str) -> Optional[Tuple[np.ndarray, str]]:
+        """Reports why there is no pose (once per reason); None, the frame goes on without it."""
         if why != self._pose_state:
             self.error(why)
         self._pose_state = why
@@ -759,7 +759,11 @@ class _CameraInfo:
 
 
 def _nearest(msgs, stamp: float):
-    return min(msgs, key=lambda m: abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - stamp))
+    return min(msgs, key=lambda m: abs(_seconds(m.header.stamp) - stamp))
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def _transform_matrix(p, q) -> np.ndarray:
