@@ -347,8 +347,9 @@ class ObjectTracker:
                 continue
             q = view.T_fixed_cam[:3, :3] @ p + view.T_fixed_cam[:3, 3]
             v = np.zeros(3)
-            if o.where is not None and o.where.frame == view.frame and stamp > o.where.stamp:
-                v = 0.5 * o.where.velocity + 0.5 * (q - o.where.position) / (stamp - o.where.stamp)
+            last = self._placed(o, view)
+            if last is not None and stamp > last.stamp:
+                v = 0.5 * last.velocity + 0.5 * (q - last.position) / (stamp - last.stamp)
             o.where = _Placed(q, v, stamp, o.box.copy(), view.pixel(p), float(p[2]), view.frame)
 
     # ------------------------------------------------------------------ prompting
@@ -819,6 +820,7 @@ class ObjectTracker:
         if w is None:
             return self._swept(o, stamp, horizon)
         dt = min(max(stamp - w.stamp, 0.0), horizon)
+        ctr = _centre(w.box)
         out = None
         for p in (w.position, w.position + w.velocity * dt):
             c = view.to_camera(p)
@@ -826,7 +828,6 @@ class ObjectTracker:
                 return None
             shift = view.pixel(c) - w.pixel
             s = w.depth / c[2]
-            ctr = _centre(w.box)
             b = np.concatenate([(w.box[:2] - ctr) * s + ctr + shift, (w.box[2:] - ctr) * s + ctr + shift])
             out = b if out is None else np.concatenate([np.minimum(out[:2], b[:2]), np.maximum(out[2:], b[2:])])
         return out
