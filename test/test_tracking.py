@@ -697,8 +697,10 @@ def test_match_and_identity_switches():
     assert metrics.identity_switches(steady) == 0
     swapped = [{1: 7, 2: 8}, {1: 7, 2: 8}, {1: 8, 2: 7}, {1: 8, 2: 7}]
     assert metrics.identity_switches(swapped) == 4                  # two objects and two tracks changed
+    assert metrics.identity_switches(swapped, tracks=False) == 2     # CLEAR-MOT: the two objects
     jump = [{1: 7}, {}, {2: 7}]                                       # track 7 jumped onto object 2
     assert metrics.identity_switches(jump) == 1
+    assert metrics.identity_switches(jump, tracks=False) == 0        # object 2 had no track before
     gap = [{1: 7}, {}, {1: 7}]                                       # unmatched in between: no switch
     assert metrics.identity_switches(gap) == 0
 
@@ -714,14 +716,16 @@ def test_reacquisition():
 def test_evaluation_table_splits_misses_from_mask_quality():
     from seem_ros.tracking.evaluate import KindStats, table
     a = KindStats(objects=1, object_frames=10, j=[0.5], f=[0.6], visible_frames=8, visible_missed=2,
-                  j_shown=[0.9, 0.7])
-    b = KindStats(objects=1, object_frames=10, j=[0.7], f=[0.8], visible_frames=2, visible_missed=0, j_shown=[0.2])
+                  j_shown=[0.9, 0.7], switches=3, mot_switches=1)
+    b = KindStats(objects=1, object_frames=10, j=[0.7], f=[0.8], visible_frames=2, visible_missed=0, j_shown=[0.2],
+                  switches=1, mot_switches=1)
     assert a.row()["missed"] == pytest.approx(0.25) and a.row()["J_shown"] == pytest.approx(0.8)
     rows = {line.split("|")[1].strip(): line for line in table({"point": a, "box": b}).splitlines()[2:]}
     cells = [c.strip() for c in rows["**all**"].split("|")[1:-1]]
     assert cells[-2] == "0.200 (2/10)"                    # pooled over the kinds' frames
     assert cells[-1] == "0.600"                           # mean over all shown frames
     assert cells[3] == "0.600"                            # J: mean over objects
+    assert cells[6:8] == ["200.0 (4)", "100.0 (2)"]       # both-sides switches, then CLEAR-MOT's, per 1000
 
 
 @pytest.mark.parametrize("size,inp,feat", [((480, 640), (240, 320), (64, 80)), ((240, 320), (240, 320), (64, 80)),

@@ -19,7 +19,9 @@ all on the same image encodings. Then it is tracked to the end, and
   object, then over objects; frames where it shows fewer than `min_px` pixels (0.05 % of the
   image) are skipped;
 - ID switches per 1000 object-frames: per-frame Hungarian matching (IoU >= 0.5) of the tracks
-  to every object of the scene, switches counted from both sides (metrics.identity_switches);
+  to every object of the scene, switches counted from both sides (metrics.identity_switches):
+  an object that changed track, or a track that moved to another object; and CLEAR-MOT's IDSW
+  (the object side only), for comparison with published trackers;
 - re-acquisition: of the times an object comes back (>= min_px pixels after being at fewer), the
   fraction where its own track (same id) is on it (>= 50 % of the mask on the object) within 5
   frames;
@@ -100,6 +102,7 @@ class KindStats:
     j: List[float] = field(default_factory=list)         # per object
     f: List[float] = field(default_factory=list)
     switches: int = 0
+    mot_switches: int = 0                               # CLEAR-MOT IDSW: the object side only
     reacq_events: int = 0
     reacq_ok: int = 0
     absent_frames: int = 0
@@ -121,6 +124,8 @@ class KindStats:
                 "J&F": None if J is None else (J + Fm) / 2,
                 "id_switches_per_1000": metrics.rate(1000 * self.switches, self.object_frames),
                 "id_switches": self.switches,
+                "mot_idsw_per_1000": metrics.rate(1000 * self.mot_switches, self.object_frames),
+                "mot_idsw": self.mot_switches,
                 "reacquisition": metrics.rate(self.reacq_ok, self.reacq_events), "reacq_events": self.reacq_events,
                 "fp_while_lost": metrics.rate(self.absent_fp, self.absent_frames), "absent_frames": self.absent_frames,
                 "missed": metrics.rate(self.visible_missed, self.visible_frames), "visible_frames": self.visible_frames,
@@ -189,6 +194,7 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
     for k in kinds:
         st = stats[k]
         st.switches += metrics.identity_switches(matches[k])
+        st.mot_switches += metrics.identity_switches(matches[k], tracks=False)
         for o, tid in track_of[k].items():
             s = start[o]
             js, fs, pres, corr = [], [], [], []
@@ -261,13 +267,14 @@ def table(stats: Dict[str, KindStats]) -> str:
         r = st.row()
         return (f"| {name} | {r['objects']} | {r['object_frames']} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J&F'])} | "
                 f"{fmt(r['id_switches_per_1000'], 1)} ({r['id_switches']}) | "
+                f"{fmt(r['mot_idsw_per_1000'], 1)} ({r['mot_idsw']}) | "
                 f"{fmt(r['reacquisition'], 2)} ({st.reacq_ok}/{st.reacq_events}) | "
                 f"{fmt(r['fp_while_lost'], 3)} ({st.absent_fp}/{st.absent_frames}) | "
                 f"{fmt(r['missed'], 3)} ({st.visible_missed}/{st.visible_frames}) | {fmt(r['J_shown'])} |")
 
-    lines = ["| prompt | objects | object-frames | J | F | J&F | ID switches / 1000 obj-frames | re-acquisition "
-             "| FP while lost | missed while visible | J when shown |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| prompt | objects | object-frames | J | F | J&F | ID switches / 1000 obj-frames | CLEAR-MOT IDSW / 1000 "
+             "| re-acquisition | FP while lost | missed while visible | J when shown |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [line(k, st) for k, st in stats.items()]
     if len(stats) > 1:
         allst = KindStats()

@@ -72,13 +72,14 @@ def match(gt: Mapping[int, np.ndarray], hyp: Mapping[int, np.ndarray], min_iou: 
     return {g_ids[r]: h_ids[c] for r, c in zip(rows, cols) if iou[r, c] >= min_iou}
 
 
-def identity_switches(matches: Iterable[Mapping[int, int]]) -> int:
+def identity_switches(matches: Iterable[Mapping[int, int]], tracks: bool = True) -> int:
     """Identity switches over a sequence of per-frame matches {gt id: hyp id}.
 
     A ground-truth object matched to a different hypothesis than the last one it was matched to
-    (CLEAR-MOT), or a hypothesis matched to a different object than the last one it was matched
-    to (a track that jumped onto another object), counts one switch; a swap of two tracks counts
-    per object and per track involved. Frames where either is unmatched do not reset memory."""
+    (CLEAR-MOT's IDSW, the only kind counted with tracks=False), or a hypothesis matched to a
+    different object than the last one it was matched to (a track that jumped onto another
+    object: what a grasp on that id would get wrong), counts one switch; a swap of two tracks
+    counts per object and per track involved. Frames where either is unmatched do not reset memory."""
     last_h: Dict[int, int] = {}
     last_g: Dict[int, int] = {}
     n = 0
@@ -86,7 +87,7 @@ def identity_switches(matches: Iterable[Mapping[int, int]]) -> int:
         for g, h in m.items():
             if g in last_h and last_h[g] != h:
                 n += 1
-            if h in last_g and last_g[h] != g:
+            if tracks and h in last_g and last_g[h] != g:
                 n += 1
             last_h[g], last_g[h] = h, g
     return n
