@@ -240,10 +240,10 @@ def test_train_cli_resumes_and_exports_loadable_weights(tmp_path):
     from seem_ros.model.seem import SeemModel
     from seem_ros.training.train import main
     args = ["--out", str(tmp_path / "run"), "--batch", "1", "--width", str(W), "--height", str(H),
-            "--threads", "1", "--save-every", "1", "--warmup", "1"]
+            "--threads", "1", "--save-every", "1", "--warmup", "1", "--shape-crops", "2", "--shape-scenes", "2"]
     assert main(args + ["--steps", "2"]) == 0
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert ck["step"] == 2
+    assert ck["step"] == 2 and set(ck["shape_head"]) == {"linear.weight", "linear.bias"}
     out = tmp_path / "w.pt"
     assert main(args + ["--steps", "3", "--export", str(out)]) == 0            # resumes at step 2
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
@@ -253,6 +253,8 @@ def test_train_cli_resumes_and_exports_loadable_weights(tmp_path):
     assert model.cfg.short_side == min(W, H)
     meta = torch.load(out, weights_only=False)["training"]
     assert meta["steps"] == 3 and meta["batch"] == 1
+    assert "shape=" in log[0]                                                     # the crops' loss ran
+    assert not any("shape" in k or k.startswith("linear") for k in torch.load(out, weights_only=False)["model"])
 
 
 def test_mask_cost_matches_queries_to_their_masks_and_mask_loss_prefers_the_right_mask():
@@ -444,3 +446,57 @@ def test_cli_runs_on_the_bundled_checkpoint(capsys):
                 "semantic", "pose (text mask)"):
         assert f"\n{row} " in out, row
     assert "min on cpu" in out
+
+
+# ------------------------------------------------------------------------------ shape crops
+def test_scene_crops_centre_each_visible_object_with_its_shape():
+    from seem_ros.sim import SHAPES
+    from seem_ros.training.shape_crops import CROP, MIN_AREA, scene_crops
+    seed = SEEDS[0]
+    crops = scene_crops(seed, W, H)
+    fr = render(make_scene(seed=seed, width=W, height=H))
+    visible = [o for o in fr.objects if (fr.instance == o.id).sum() >= MIN_AREA]
+    assert len(crops) == len(visible) > 0
+    for (rgb, mask, label), o in zip(crops, visible):
+        assert rgb.shape == (CROP, CROP, 3) and mask.shape == (CROP, CROP)
+        assert SHAPES[label] == o.shape_name
+        # Whole object in the crop (it fits at this size), its centroid at the centre.
+        assert mask.sum() == (fr.instance == o.id).sum()
+        ys, xs = np.nonzero(mask)
+        assert abs(ys.mean() - CROP / 2) <= 1 and abs(xs.mean() - CROP / 2) <= 1
+        assert (rgb[mask] == fr.rgb[fr.instance == o.id]).all()
+    again = scene_crops(seed, W, H)
+    assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(crops, again))
+
+
+def test_shape_head_pools_only_inside_the_mask():
+    from seem_ros.training.shape_crops import ShapeHead
+    head = ShapeHead((4, 8))
+    levels = {"res2": torch.randn(2, 4, 8, 8), "res3": torch.randn(2, 8, 4, 4)}
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, :16, :16] = True                       # the top-left quarter at every level
+    other = {k: v.clone() for k, v in levels.items()}
+    other["res2"][:, :, 4:, :] = 99.0
+    other["res3"][:, :, :, 2:] = -99.0
+    assert torch.allclose(head(levels, masks), head(other, masks))
+    other["res2"][:, :, 0, 0] += torch.arange(4.0)  # inside the mask: the output moves
+    assert not torch.allclose(head(levels, masks), head(other, masks))
+
+
+def test_shape_crops_loss_trains_the_backbone():
+    from seem_ros.training.shape_crops import ShapeCrops
+    model, _ = _trainer()
+    shape = ShapeCrops(model, seed=0, scenes=6, batch=8, device=torch.device("cpu"), width=W, height=H)
+    assert len(shape.labels) >= 8
+    params = list(model.backbone.parameters()) + list(shape.head.parameters())
+    before = [p.detach().clone() for p in model.backbone.parameters()]
+    opt = torch.optim.Adam(params, 3e-3)
+    losses = []
+    for _ in range(25):                             # one fixed batch: the loss must fall
+        loss, acc = shape.loss(np.random.default_rng(0))
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.3 * losses[0] and acc.item() >= 0.75
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))

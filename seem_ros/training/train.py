@@ -34,6 +34,7 @@ from ..model.seem import SeemModel
 from .clicks import next_click
 from .data import PREFIXES, VOCABULARY, Sample, SampleStream, core_phrase
 from .losses import downsample, hungarian_all, mask_loss_items, pairwise_mask_cost
+from .shape_crops import ShapeCrops
 
 NO_OBJECT_WEIGHT = 0.1
 W_CLS, W_MASK = 2.0, 5.0
@@ -295,7 +296,7 @@ def _bar(step: int, steps: int, t0: float, logs: dict, max_minutes: float = 0.0)
     done = min(done, 1.0)
     eta = el / max(done, 1e-9) * (1 - done)
     n = int(30 * done)
-    loss = sum(logs.values())
+    loss = sum(v for k, v in logs.items() if k != "shape_acc")
     parts = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
     return (f"\r[{'#' * n}{'.' * (30 - n)}] step {step + 1} ({100 * done:.0f}%) loss {loss:.3f} "
             f"{el / 60:.1f} min, eta {eta / 60:.1f} min | {parts}")
@@ -319,7 +320,12 @@ def main(argv=None) -> int:
     ap.add_argument("--export", default=None, help="also write the final weights (fp16, inference only) here")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--init", default=None,
-                    help="start from these weights (an exported checkpoint) instead of from scratch")
+                    help="start from these weights (an exported checkpoint, or a run's last.pt) instead of from scratch")
+    ap.add_argument("--shape-crops", type=int, default=0,
+                    help="object crops classified by shape per step, a training-only loss on the "
+                         "backbone (0: off)")
+    ap.add_argument("--shape-scenes", type=int, default=3000, help="scenes the crops are cut from")
+    ap.add_argument("--shape-weight", type=float, default=1.0)
     ap.add_argument("--max-minutes", type=float, default=0,
                     help="stop (and export) after this much training time, even short of --steps; the "
                          "learning-rate schedule then ends with whichever budget runs out first")
@@ -338,19 +344,31 @@ def main(argv=None) -> int:
     with torch.no_grad():          # CLIP's temperature at init (1/0.07), not e^1
         model.text_encoder.logit_scale.fill_(math.log(1 / 0.07))
     if a.init:
-        sd = torch.load(a.init, map_location=dev, weights_only=False)["model"]
+        init = torch.load(a.init, map_location=dev, weights_only=False)
+        sd = init["model"]
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
         if a.reset_language:
             fresh = SeemModel(model.cfg).text_encoder.to(dev)
             fresh.logit_scale.data.fill_(math.log(1 / 0.07))
             model.text_encoder.load_state_dict(fresh.state_dict())
         print(f"initialised from {a.init}" + (", text encoder reset" if a.reset_language else ""), file=sys.stderr)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05)
+    shape = None
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if a.shape_crops:
+        shape = ShapeCrops(model, a.seed, a.shape_scenes, a.shape_crops, dev, a.width, a.height)
+        print(f"shape crops: {len(shape.labels)} from {a.shape_scenes} scenes", file=sys.stderr)
+        if a.init and init.get("shape_head"):       # a run's last.pt as --init carries its head
+            shape.head.load_state_dict(init["shape_head"])
+        # A fresh linear head learns faster than the weights under it.
+        groups.append({"params": list(shape.head.parameters()), "lr_scale": 5.0})
+    opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=0.05)
     start, elapsed = 0, 0.0
     last = out / "last.pt"
     if last.exists() and not a.no_resume:
         ck = torch.load(last, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
+        if shape is not None and ck.get("shape_head"):
+            shape.head.load_state_dict(ck["shape_head"])
         opt.load_state_dict(ck["opt"])
         start, elapsed = ck["step"], ck.get("elapsed", 0.0)
         torch.set_rng_state(ck["torch_rng"])
@@ -369,6 +387,7 @@ def main(argv=None) -> int:
     def save(step: int):
         tmp = out / "last.pt.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "shape_head": shape.head.state_dict() if shape is not None else None,
                     "elapsed": time.time() - t0, "torch_rng": torch.get_rng_state(), "args": vars(a)}, tmp)
         os.replace(tmp, last)                  # never leave a half-written checkpoint
 
@@ -382,10 +401,14 @@ def main(argv=None) -> int:
         if a.max_minutes:
             progress = max(progress, (time.time() - t0) / (60 * a.max_minutes))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, a.warmup, progress, a.lr)
+            g["lr"] = lr_at(step, a.warmup, progress, a.lr) * g.get("lr_scale", 1.0)
         rng = np.random.default_rng([a.seed, step, 0xC0])
         losses = trainer.losses(batch, rng)
-        loss = sum(losses.values())
+        if shape is not None:
+            sl, acc = shape.loss(np.random.default_rng([a.seed, step, 0x5A]))
+            losses["shape"] = a.shape_weight * sl
+            losses["shape_acc"] = acc.detach()     # logged, not a loss
+        loss = sum(v for k, v in losses.items() if k != "shape_acc")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
