@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..sim import SHAPES, make_scene, render
+from .losses import downsample
 
 CROP = 96                  # at the training resolution (320x240) nearly every object fits in it
 MIN_AREA = 40              # pixels; smaller objects say little about their shape
@@ -66,16 +67,13 @@ class ShapeHead(nn.Module):
         self.channels = tuple(channels)
         self.linear = nn.Linear(sum(self.channels), n_classes)
 
-    def pooled(self, levels: dict, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, levels: dict, masks: torch.Tensor) -> torch.Tensor:
         feats = []
         for i, c in enumerate(self.channels):
             x = levels[f"res{i + 2}"]
-            w = F.adaptive_avg_pool2d(masks[:, None].to(x.dtype), x.shape[-2:])
+            w = downsample(masks, x.shape[-2:])[:, None].to(x.dtype)
             feats.append(F.layer_norm((x * w).sum((2, 3)) / w.sum((2, 3)).clamp_min(1e-6), (c,)))
-        return torch.cat(feats, 1)
-
-    def forward(self, levels: dict, masks: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.pooled(levels, masks))
+        return self.linear(torch.cat(feats, 1))
 
 
 class ShapeCrops:
@@ -84,7 +82,7 @@ class ShapeCrops:
     def __init__(self, model, seed: int, scenes: int, batch: int, device: torch.device,
                  width: int = 320, height: int = 240):
         self.model, self.batch, self.device = model, batch, device
-        base = CROP_SEED_BASE + 100_000 * (seed % 10)
+        base = CROP_SEED_BASE + 100_000 * (seed % 10)      # ten banks; the README's runs used these
         self.rgb, self.masks, self.labels = crop_bank(range(base, base + scenes), width, height)
         self.head = ShapeHead(model.backbone.out_channels).to(device)
 

@@ -288,6 +288,14 @@ def lr_at(step: int, warmup: int, progress: float, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+# Logged next to the losses, never added to them.
+LOGGED_ONLY = ("shape_acc",)
+
+
+def _total(losses: dict):
+    return sum(v for k, v in losses.items() if k not in LOGGED_ONLY)
+
+
 def _bar(step: int, steps: int, t0: float, logs: dict, max_minutes: float = 0.0) -> str:
     el = time.time() - t0
     done = (step + 1) / steps
@@ -296,7 +304,7 @@ def _bar(step: int, steps: int, t0: float, logs: dict, max_minutes: float = 0.0)
     done = min(done, 1.0)
     eta = el / max(done, 1e-9) * (1 - done)
     n = int(30 * done)
-    loss = sum(v for k, v in logs.items() if k != "shape_acc")
+    loss = _total(logs)
     parts = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
     return (f"\r[{'#' * n}{'.' * (30 - n)}] step {step + 1} ({100 * done:.0f}%) loss {loss:.3f} "
             f"{el / 60:.1f} min, eta {eta / 60:.1f} min | {parts}")
@@ -407,8 +415,8 @@ def main(argv=None) -> int:
         if shape is not None:
             sl, acc = shape.loss(np.random.default_rng([a.seed, step, 0x5A]))
             losses["shape"] = a.shape_weight * sl
-            losses["shape_acc"] = acc.detach()     # logged, not a loss
-        loss = sum(v for k, v in losses.items() if k != "shape_acc")
+            losses["shape_acc"] = acc.detach()
+        loss = _total(losses)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
