@@ -95,7 +95,6 @@ class ShapeCrops:
         m = torch.where(flip[:, None, None], m.flip(-1), m)
         shift = tuple(int(v) for v in rng.integers(-8, 9, 2))
         x, m = x.roll(shift, (2, 3)), m.roll(shift, (1, 2))
-        mdl = self.model
-        levels = mdl.backbone((x.float() - mdl.pixel_mean) / mdl.pixel_std)
+        levels = self.model.backbone(self.model.preprocess(x))     # CROP is a multiple of 32: no padding
         logits = self.head(levels, m)
         return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
