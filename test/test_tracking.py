@@ -382,6 +382,34 @@ def test_with_the_camera_pose_a_lost_object_is_looked_for_where_its_3d_position_
     assert tr._expected(lost[0], 1.5, CameraView(K, behind)) is None
 
 
+def test_a_view_cut_by_the_border_does_not_move_the_placed_position():
+    """An object leaving the image shows less and less of itself: its visible part's centroid
+    creeps inwards, which is neither where it is nor a velocity. Its placed position (where it
+    is looked for once lost) stays the last whole view's; a whole view moves it again."""
+    from seem_ros.tracking import CameraView
+    from seem_ros.tracking.tracker import TRACKED, _Object
+    tr = ObjectTracker(FakePredictor())
+    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    o = _Object(1, click(draw({2: (54, 8, 20, 20)}), 2), "", 0.0, state=TRACKED)
+    tr._objects[1] = o
+
+    def seen(x0, x1, stamp, p):
+        o.mask = np.zeros((H, W), bool)
+        o.mask[8:28, x0:x1] = True
+        o.box, o.box_stamp = np.array([x0, 8, x1, 28], float), stamp
+        tr.place({1: np.array(p)}, view, stamp)
+
+    seen(54, 74, 0.0, [0.0, -0.3, 1.0])
+    seen(60, 80, 0.1, [0.06, -0.3, 1.0])            # whole: moved 0.6 m/s
+    moving = o.where
+    assert moving.velocity[0] > 0 and moving.stamp == 0.1
+    seen(110, W, 0.2, [0.55, -0.3, 1.0])            # cut by the right border
+    assert o.where is moving
+    seen(100, 120, 0.3, [0.46, -0.3, 1.0])          # whole again
+    assert o.where.stamp == 0.3
+    np.testing.assert_allclose(o.where.position, [0.46, -0.3, 1.0])
+
+
 def test_a_region_does_not_go_to_an_object_of_another_colour():
     """A black region comes back next to where a green object left, far from where the black
     one left, and the model's appearance finds it almost as green-object-like (0.90 against
