@@ -382,10 +382,11 @@ def test_with_the_camera_pose_a_lost_object_is_looked_for_where_its_3d_position_
     assert tr._expected(lost[0], 1.5, CameraView(K, behind)) is None
 
 
-def test_a_view_cut_by_the_border_does_not_move_the_placed_position():
-    """An object leaving the image shows less and less of itself: its visible part's centroid
-    creeps inwards, which is neither where it is nor a velocity. Its placed position (where it
-    is looked for once lost) stays the last whole view's; a whole view moves it again."""
+def test_a_partial_view_does_not_move_the_placed_position():
+    """An object leaving the image (or going behind another) shows less and less of itself: its
+    visible part's centroid creeps away from its centre, which is neither where it is nor a
+    velocity. Its placed position (where it is looked for once lost) stays the last whole view's;
+    a whole view moves it again."""
     from seem_ros.tracking import CameraView
     from seem_ros.tracking.tracker import TRACKED, _Object
     tr = ObjectTracker(FakePredictor())
@@ -393,10 +394,11 @@ def test_a_view_cut_by_the_border_does_not_move_the_placed_position():
     o = _Object(1, click(draw({2: (54, 8, 20, 20)}), 2), "", 0.0, state=TRACKED)
     tr._objects[1] = o
 
-    def seen(x0, x1, stamp, p):
+    def seen(x0, x1, stamp, p, y1=28):
         o.mask = np.zeros((H, W), bool)
-        o.mask[8:28, x0:x1] = True
-        o.box, o.box_stamp = np.array([x0, 8, x1, 28], float), stamp
+        o.mask[8:y1, x0:x1] = True
+        o.area = int(o.mask.sum())
+        o.box, o.box_stamp = np.array([x0, 8, x1, y1], float), stamp
         tr.place({1: np.array(p)}, view, stamp)
 
     seen(54, 74, 0.0, [0.0, -0.3, 1.0])
@@ -405,6 +407,10 @@ def test_a_view_cut_by_the_border_does_not_move_the_placed_position():
     assert moving.velocity[0] > 0 and moving.stamp == 0.1
     seen(110, W, 0.2, [0.55, -0.3, 1.0])            # cut by the right border
     assert o.where is moving
+    seen(80, 100, 0.25, [0.3, -0.35, 1.0], y1=16)   # its lower 60 % hidden
+    assert o.where is moving
+    seen(80, 100, 0.25, [0.3, -0.35, 2.0], y1=16)   # as much shown from twice as far: whole
+    assert o.where.stamp == 0.25
     seen(100, 120, 0.3, [0.46, -0.3, 1.0])          # whole again
     assert o.where.stamp == 0.3
     np.testing.assert_allclose(o.where.position, [0.46, -0.3, 1.0])
