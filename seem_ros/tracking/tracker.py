@@ -347,8 +347,6 @@ class ObjectTracker:
             if o is None or o.state != TRACKED or o.box is None or o.box_stamp != stamp or p.shape != (3,) \
                     or not np.isfinite(p).all() or p[2] <= 0:
                 continue
-            q = view.T_fixed_cam[:3, :3] @ p + view.T_fixed_cam[:3, 3]
-            v = np.zeros(3)
             last = self._placed(o, view)
             size = o.area * float(p[2]) ** 2               # apparent area at 1 m: distance left out
             o.whole_size = max(o.whole_size, size)
@@ -360,6 +358,8 @@ class ObjectTracker:
                 # 96-119: identity switches 157 -> 93 / 64 -> 31 and J&F 0.789 -> 0.804 / 0.797 ->
                 # 0.818 for the border alone; with the hidden half too 87 / 20, 0.806 / 0.821).
                 continue
+            q = view.T_fixed_cam[:3, :3] @ p + view.T_fixed_cam[:3, 3]
+            v = np.zeros(3)
             if last is not None and stamp > last.stamp:
                 v = 0.5 * last.velocity + 0.5 * (q - last.position) / (stamp - last.stamp)
             o.where = _Placed(q, v, stamp, o.box.copy(), view.pixel(p), float(p[2]), view.frame)
