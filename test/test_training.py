@@ -238,7 +238,7 @@ def test_lr_schedule_warms_up_and_ends_at_zero():
 
 def test_train_cli_resumes_and_exports_loadable_weights(tmp_path):
     from seem_ros.model.seem import SeemModel
-    from seem_ros.training.train import main
+    from seem_ros.training.train import EXPORT_SCALE, main
     args = ["--out", str(tmp_path / "run"), "--batch", "1", "--width", str(W), "--height", str(H),
             "--threads", "1", "--save-every", "1", "--warmup", "1", "--shape-crops", "2", "--shape-scenes", "2"]
     assert main(args + ["--steps", "2"]) == 0
@@ -250,7 +250,8 @@ def test_train_cli_resumes_and_exports_loadable_weights(tmp_path):
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert [int(l.split(",")[0]) for l in log] == [0, 1, 2]                       # step 2 once: resumed
     model = SeemModel.from_checkpoint(out)
-    assert model.cfg.short_side == min(W, H)
+    # Written to be run larger than trained (the node and the evaluations read it from the file).
+    assert model.cfg.short_side == round(EXPORT_SCALE * min(W, H)) > min(W, H)
     meta = torch.load(out, weights_only=False)["training"]
     assert meta["steps"] == 3 and meta["batch"] == 1
     assert "shape=" in log[0]                                                     # the crops' loss ran

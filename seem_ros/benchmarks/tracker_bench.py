@@ -51,6 +51,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--short-side", type=int, default=None,
+                    help="model input short side in pixels (default: the checkpoint's)")
     ap.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
                     help="image encoder (onnxruntime: the node's default on the CPU; its graph is exported first)")
     a = ap.parse_args(argv)
@@ -58,7 +60,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=device, engine=a.engine)
+    pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=device, engine=a.engine,
+                         short_side=a.short_side)
     # Time spent in the model's decoder pass, separately from the tracker's own work.
     in_decoder = [0.0]
     decode = pred.model.decode

@@ -251,10 +251,10 @@ _WORKER: dict = {}
 
 def _work(job):
     """One sequence in a worker process (model loaded once per process)."""
-    ckpt, device, threads, seed, frames, w, h, kinds, kw, camera_pose = job
+    ckpt, device, threads, seed, frames, w, h, kinds, kw, camera_pose, short = job
     if "pred" not in _WORKER:
         torch.set_num_threads(threads)
-        _WORKER["pred"] = SeemPredictor(SeemModel.from_checkpoint(ckpt), device=device)
+        _WORKER["pred"] = SeemPredictor(SeemModel.from_checkpoint(ckpt), device=device, short_side=short)
     t = time.time()
     st = evaluate_sequence(_WORKER["pred"], seed, frames, w, h, kinds, kw, camera_pose=camera_pose)
     return seed, st, time.time() - t
@@ -300,6 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--size", default="320x240", help="WxH of the rendered frames")
+    ap.add_argument("--short-side", type=int, default=None,
+                    help="model input short side in pixels (default: the checkpoint's, as the node)")
     ap.add_argument("--kinds", default=",".join(EVAL_KINDS), help=f"of {', '.join(KINDS)}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
@@ -328,7 +330,8 @@ def main(argv=None) -> int:
     done = []
     if a.workers > 1:
         import multiprocessing as mp
-        jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw, a.camera_pose) for s in seeds]
+        jobs = [(a.checkpoint, a.device, a.threads or 1, s, a.frames, w, h, kinds, kw, a.camera_pose, a.short_side)
+                for s in seeds]
         pool = mp.get_context("spawn").Pool(a.workers)
         it = pool.imap_unordered(_work, jobs)
         try:
@@ -341,7 +344,7 @@ def main(argv=None) -> int:
             log("time budget spent")
         pool.terminate()
     else:
-        pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=a.device)
+        pred = SeemPredictor(SeemModel.from_checkpoint(a.checkpoint), device=a.device, short_side=a.short_side)
         for seed in seeds:
             if time.time() > deadline:
                 log("time budget spent")
@@ -350,7 +353,8 @@ def main(argv=None) -> int:
             done.append(seed)
     part = "" if len(done) == len(seeds) else f" (finished {len(done)}: {sorted(done)})"
     print(f"\nTracking on {a.sequences} held-out sequences (seeds {seeds.start}-{seeds.stop - 1}){part}, {a.frames} frames "
-          f"at {w}x{h}, checkpoint {a.checkpoint}, device {a.device}, tracker {kw or 'defaults'}"
+          f"at {w}x{h}, checkpoint {a.checkpoint}, model input short side {a.short_side or 'of the checkpoint'}, "
+          f"device {a.device}, tracker {kw or 'defaults'}"
           f"{', camera pose known' if a.camera_pose else ''}:\n")
     print(table(stats))
     for k, st in stats.items():

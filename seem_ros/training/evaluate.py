@@ -669,9 +669,10 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), load average {load:.1f} at start")
 
 
-def load_predictor(checkpoint, device: str = "cpu") -> SeemPredictor:
+def load_predictor(checkpoint, device: str = "cpu", short_side: Optional[int] = None) -> SeemPredictor:
     from ..model.seem import SeemModel
-    return SeemPredictor(SeemModel.from_checkpoint(checkpoint), device=device, vocabulary=VOCABULARY)
+    return SeemPredictor(SeemModel.from_checkpoint(checkpoint), device=device, vocabulary=VOCABULARY,
+                         short_side=short_side)
 
 
 def main(argv=None) -> int:
@@ -683,6 +684,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-start", type=int, default=SEED_START, help=f"first held-out seed (< {TRAIN_SEED_BASE})")
     ap.add_argument("--score-threshold", type=float, default=None,
                     help="panoptic confidence threshold (default: the checkpoint's)")
+    ap.add_argument("--short-side", type=int, default=None,
+                    help="model input short side in pixels (default: the checkpoint's, as the node)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (README)")
     ap.add_argument("--no-zoom", action="store_true",
@@ -695,7 +698,7 @@ def main(argv=None) -> int:
     if a.seed_start < 0 or a.seed_start + a.scenes > TRAIN_SEED_BASE:
         ap.error(f"seeds must lie in [0, {TRAIN_SEED_BASE}): those above are training data")
     dev = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
-    predictor = load_predictor(a.checkpoint, dev)
+    predictor = load_predictor(a.checkpoint, dev, a.short_side)
     evaluators = default_evaluators(a.score_threshold, zoom=not a.no_zoom, node=not a.model_only)
     host = machine()
     t0 = time.time()
@@ -710,7 +713,7 @@ def main(argv=None) -> int:
     minutes = (time.time() - t0) / 60
     print(file=sys.stderr)
     print(f"checkpoint {a.checkpoint}; {a.scenes} held-out scenes (seeds {seeds[0]}..{seeds[-1]}), "
-          f"{a.width}x{a.height}; objects with >= {min_pixels_at(a.width, a.height)} visible pixels\n")
+          f"{a.width}x{a.height}, model input short side {predictor.short_side}; objects with >= {min_pixels_at(a.width, a.height)} visible pixels\n")
     print(format_table(res, a.markdown))
     print(f"\n{minutes:.1f} min on {dev}: {host}")
     print("seconds per row group: " + ", ".join(f"{ev.name} {ev.seconds:.0f}" for ev in evaluators))
