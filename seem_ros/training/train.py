@@ -48,7 +48,8 @@ EXPORT_SCALE = 1.5
 
 
 def embedded_config(width: int = 320, height: int = 240):
-    """TINY, run at the training resolution's short side."""
+    """TINY at the training resolution's short side (export() writes the larger size the weights
+    are to be run at)."""
     return dataclasses.replace(TINY, short_side=min(width, height))
 
 
