@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from seem_ros.inference import SeemPredictor, VisualPrompt
 from seem_ros.inference.predictor import ImageEmbedding
@@ -722,6 +723,38 @@ def test_boundary_f():
     assert metrics.boundary_f(empty, a) == 0.0 and metrics.boundary_f(a, empty) == 0.0
     # In pixels (bound_th >= 1): a 3 px shift is outside a 2 px tolerance on the vertical edges.
     assert metrics.boundary_f(np.roll(a, 3, 1), a, bound_th=2) < metrics.boundary_f(np.roll(a, 3, 1), a, bound_th=3) == 1.0
+
+
+def _boundary_f_whole_image(pred, gt, r):
+    """DAVIS's F on the whole image, no cropping: what metrics.boundary_f must equal."""
+    bp, bg = metrics.boundary_map(pred), metrics.boundary_map(gt)
+    n_p, n_g = bp.sum(), bg.sum()
+    if n_p == 0 and n_g == 0:
+        return 1.0
+    if n_p == 0 or n_g == 0:
+        return 0.0
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = x * x + y * y <= r * r
+    p = (bp & ndimage.binary_dilation(bg, disk)).sum() / n_p
+    rc = (bg & ndimage.binary_dilation(bp, disk)).sum() / n_g
+    return 0.0 if p + rc == 0 else 2 * p * rc / (p + rc)
+
+
+def test_boundary_f_on_the_masks_box_equals_the_whole_image():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        h, w = 60, 80
+        # Blobs anywhere, touching the borders in some trials (seg2bmap treats the last row/column apart).
+        masks = []
+        for _ in range(2):
+            m = np.zeros((h, w), bool)
+            y0, x0 = rng.integers(-5, h - 3), rng.integers(-5, w - 3)
+            m[max(y0, 0):y0 + rng.integers(2, 30), max(x0, 0):x0 + rng.integers(2, 30)] = True
+            m ^= rng.random((h, w)) < 0.02 * (trial % 3)       # speckle in a third of them
+            masks.append(m)
+        for th in (0.008, 2, 5):
+            r = int(th if th >= 1 else np.ceil(th * np.linalg.norm((h, w))))
+            assert metrics.boundary_f(*masks, bound_th=th) == pytest.approx(_boundary_f_whole_image(*masks, r), abs=1e-12)
 
 
 def test_match_and_identity_switches():
