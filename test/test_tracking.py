@@ -797,10 +797,11 @@ def test_evaluation_table_splits_misses_from_mask_quality():
 
 
 @pytest.mark.parametrize("size,inp,feat", [((480, 640), (240, 320), (64, 80)), ((240, 320), (240, 320), (64, 80)),
-                                           ((720, 1280), (240, 427), (64, 112))])
+                                           ((720, 1280), (240, 427), (64, 112)), ((480, 640), (360, 480), (96, 128)),
+                                           ((720, 1280), (360, 640), (96, 160))])
 def test_mask_grid_is_the_area_fraction_per_feature_cell(size, inp, feat):
-    """The fraction of each feature-grid cell a mask covers, computed on the masks' boxes for
-    whole cell sizes: the same values as area-pooling the whole image."""
+    """The fraction of each feature-grid cell a mask covers, computed on the masks' boxes, whole
+    cell sizes or not: the same values as area-pooling the whole image."""
     import types
     rng = np.random.default_rng(1)
     (H, W), (h4, w4) = size, feat
@@ -816,4 +817,5 @@ def test_mask_grid_is_the_area_fraction_per_feature_cell(size, inp, feat):
     got = ObjectTracker._grid(None, masks, emb)
     want = F.pad(F.interpolate(torch.from_numpy(masks).float()[:, None], size=(gh, gw), mode="area")[:, 0],
                  (0, w4 - gw, 0, h4 - gh))
-    assert got.shape == (4, h4, w4) and torch.equal(got, want)
+    assert got.shape == (4, h4, w4) and torch.allclose(got, want, atol=1e-6, rtol=0)
+    assert torch.equal(got == 0, want == 0)              # no cell the mask misses is touched

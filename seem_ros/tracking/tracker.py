@@ -27,6 +27,7 @@ encodes the image once (predictor.set_image); update() then runs ONE decoder pas
 No ROS here; the node calls this class."""
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -548,29 +549,29 @@ class ObjectTracker:
                 for i, (oid, src) in enumerate(zip(owners, sources))]
 
     def _grid(self, masks: np.ndarray, emb: ImageEmbedding) -> Tensor:
-        """Image-size masks [N, H, W] -> fraction covered per cell of the H/4 feature grid."""
+        """Image-size masks [N, H, W] -> fraction covered per cell of the H/4 feature grid: area
+        pooling as F.interpolate(mode="area") does it, on each mask's bounding box only (the
+        whole-image pass cost 0.4 ms a mask on a CPU, several times a frame; at model input 360
+        a 640x480 image is 5.33 pixels a cell, so cells are pooled by weights, not by a kernel)."""
         feats = emb.features.mask_features
         h4, w4 = feats.shape[-2:]
         ih, iw = emb.input_size
         gh, gw = min(h4, max(1, round(ih / 4))), min(w4, max(1, round(iw / 4)))
         n, H, W = masks.shape
-        if H % gh == 0 and W % gw == 0:
-            # Whole cells (640x480 at input 240): pool each mask's bounding box only, the same
-            # values; the whole-image pass cost 0.4 ms a mask on a CPU, several times a frame.
-            ky, kx = H // gh, W // gw
-            out = torch.zeros((n, h4, w4))
-            for k in range(n):
-                b = _bbox(masks[k])
-                if b is None:
-                    continue
-                r0, r1 = b[0].start // ky, -(-b[0].stop // ky)
-                c0, c1 = b[1].start // kx, -(-b[1].stop // kx)
-                crop = torch.from_numpy(np.ascontiguousarray(masks[k, r0 * ky:r1 * ky, c0 * kx:c1 * kx])).float()
-                out[k, r0:r1, c0:c1] = F.avg_pool2d(crop[None, None], (ky, kx))[0, 0]
-            return out.to(feats.device)
-        m = torch.from_numpy(np.ascontiguousarray(masks)).to(feats.device).float()[:, None]
-        m = F.interpolate(m, size=(gh, gw), mode="area")[:, 0]
-        return F.pad(m, (0, w4 - gw, 0, h4 - gh))
+        wy, sy, ey = _area_weights(H, gh)
+        wx, sx, ex = _area_weights(W, gw)
+        out = torch.zeros((n, h4, w4))
+        for k in range(n):
+            b = _bbox(masks[k])
+            if b is None:
+                continue
+            (a, z), (c, d) = (b[0].start, b[0].stop), (b[1].start, b[1].stop)
+            # The cells whose pixel span meets the box (spans overlap by a pixel when not whole).
+            r0, r1 = int(np.searchsorted(ey, a, "right")), int(np.searchsorted(sy, z, "left"))
+            c0, c1 = int(np.searchsorted(ex, c, "right")), int(np.searchsorted(sx, d, "left"))
+            crop = torch.from_numpy(np.ascontiguousarray(masks[k, a:z, c:d])).float()
+            out[k, r0:r1, c0:c1] = wy[r0:r1, a:z] @ crop @ wx[c0:c1, c:d].T
+        return out.to(feats.device)
 
     def _look(self, masks: np.ndarray, embeds, emb: ImageEmbedding) -> Tuple[Tensor, list]:
         """Appearance ([N, C + D], `_pooled`) and mean colour (N of [3] RGB, 0..1; None each when
@@ -887,6 +888,18 @@ def _name(p: ObjectPrompt) -> str:
     """The label an object starts with: the user's, else a text prompt's phrase; empty: the
     model's label of its mask."""
     return p.label.strip() or (p.text.strip() if p.kind == "text" else "")
+
+
+@functools.lru_cache(maxsize=16)
+def _area_weights(n_in: int, n_out: int) -> Tuple[Tensor, np.ndarray, np.ndarray]:
+    """[n_out, n_in] averaging weights of adaptive average pooling (cell i spans pixels
+    floor(i * n_in / n_out) to ceil((i + 1) * n_in / n_out)), and each cell's start and end."""
+    i = np.arange(n_out)
+    start, end = i * n_in // n_out, -(-(i + 1) * n_in // n_out)
+    w = torch.zeros((n_out, n_in))
+    for k in range(n_out):
+        w[k, start[k]:end[k]] = 1.0 / (end[k] - start[k])
+    return w, start, end
 
 
 def _bbox(mask: np.ndarray):
