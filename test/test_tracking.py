@@ -453,7 +453,7 @@ def test_a_region_does_not_go_to_an_object_of_another_colour():
     assert winner(0.2, near) == set()                  # not the green one; the black one waits
     assert winner(0.2, far) == {2}
     assert winner(0.2, near, colour_1=black + 0.05) == {1}   # same colour: as before
-    assert ObjectTracker(pred).colour_gate == 0.2              # the default
+    assert ObjectTracker(pred).colour_gate == 0.15             # the default
 
 
 def test_embedding_carries_the_image_colours_on_the_feature_grid():

@@ -177,7 +177,9 @@ class ObjectTracker:
     reach, reach_rate: a lost object may come back only within reach + reach_rate * (seconds
         lost) image diagonals of the path from where it was last seen along its last image
         velocity (objects and cameras move continuously; it stops a look-alike elsewhere in the
-        image from taking its id right after it left).
+        image from taking its id right after it left). 0.07 since the model runs at input 360
+        (was 0.1; with colour_gate 0.15, below: identity switches on the tuning seeds 200-247 107 ->
+        71, on seeds 144-191 90 -> 90, on seeds 248-259 51 -> 46; J&F within 0.001).
     reid_margin: a region that two lost objects match within this similarity of each other is
         left for a later frame (when more of it is in view), not given to either.
     edge_margin: the same for a region cut by the image border (an object coming back into
@@ -189,7 +191,7 @@ class ObjectTracker:
         switches 53 -> 24 on seeds 12-23 with the stage-8 weights).
     colour_gate: in re-identification a lost object whose mean colour (RGB, 0..1 a channel) is
         farther than this beyond the closest-coloured lost object's from a region's does not
-        compete for it (see _reacquire).
+        compete for it (see _reacquire). 0.15 since input 360 (was 0.2; see reach).
     zoom: corrective prompts (`refine`) are answered on a crop around the object
         (`SeemPredictor.predict_zoomed`): one more image encoding per refinement, and corrective
         clicks then do what the user asks far more often (held-out scenes, as the node: NoC@85
@@ -203,9 +205,9 @@ class ObjectTracker:
                  reacquire_score: float = 0.7, min_area: float = 0.0005, memory: str = "mask",
                  appearance_momentum: float = 0.1, search: Sequence[str] = ("reference", "text"),
                  components: bool = True, max_growth: float = 3.0, track_margin: float = 0.02,
-                 text_guide: bool = False, propagate: str = "first+last", reach: float = 0.1,
+                 text_guide: bool = False, propagate: str = "first+last", reach: float = 0.07,
                  reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
-                 position_weight: float = 2.0, colour_gate: float = 0.2,
+                 position_weight: float = 2.0, colour_gate: float = 0.15,
                  token_budget: int = 512, zoom: bool = True):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
