@@ -179,7 +179,7 @@ class ObjectTracker:
         velocity (objects and cameras move continuously; it stops a look-alike elsewhere in the
         image from taking its id right after it left). 0.07 since the model runs at input 360
         (was 0.1; with colour_gate 0.15, below: identity switches on the tuning seeds 200-247 107 ->
-        71, on seeds 144-191 90 -> 90, on seeds 248-259 51 -> 46; J&F within 0.001).
+        71, on seeds 144-191 90 -> 90, on seeds 248-259 51 -> 46; J&F within 0.002).
     reid_margin: a region that two lost objects match within this similarity of each other is
         left for a later frame (when more of it is in view), not given to either.
     edge_margin: the same for a region cut by the image border (an object coming back into
