@@ -134,6 +134,7 @@ class FrameInput:
     rgb: np.ndarray                        # [H, W, 3] uint8
     stamp: float
     depth: Optional[object] = None         # [H, W] float32 metres (NaN = no reading) or a DepthImage
+    # (segment() also takes a function returning either, called only if a mask needs it)
     K: Optional[np.ndarray] = None         # [3, 3] of this image's size
     T_fixed_cam: Optional[np.ndarray] = None   # [4, 4] the camera in a fixed frame (tf), when known
     fixed_frame: str = ""                  # that frame's name
@@ -227,13 +228,19 @@ class Perception:
 
     def segment(self, frame: FrameInput, prompts: Sequence[PromptRequest] = ()) -> FrameResult:
         """Prompts applied, objects tracked (label images painted now only in panoptic mode, where
-        the segments fill what the objects leave); no poses (frame.depth is not read: a node can
-        run this while the frame's depth is still on its way)."""
+        the segments fill what the objects leave); no poses. frame.depth, when given, cuts new
+        masks at depth steps (ObjectTracker.set_depth); it may be a function, called only when a
+        mask needs it, so that a node can run this while the frame's depth is still on its way."""
         t0 = time.perf_counter()
         emb = self.predictor.set_image(frame.rgb)
         self.history.append((frame.stamp, emb))
         t1 = time.perf_counter()
         errors = []
+        try:
+            self.tracker.set_depth(emb, frame.depth)
+        except ValueError as e:             # a depth of another size: masks without it
+            errors.append(f"depth: {e}")
+            self.tracker.set_depth(emb, None)
         for p in prompts:
             try:
                 self.apply(p, frame.stamp, emb)

@@ -131,3 +131,14 @@ def test_with_the_camera_pose_objects_are_placed_in_the_fixed_frame(pred):
         assert max(np.linalg.norm(p - found[0]) for p in found) < 0.03
         cam_moved = np.linalg.norm(frames[2].T_world_cam[:3, 3] - frames[0].T_world_cam[:3, 3])
         assert cam_moved > 0.05
+
+
+def test_a_depth_of_another_size_is_reported_and_the_frame_goes_on(pred, views):
+    a, _ = views
+    per = Perception(pred)
+    req = PromptRequest(points=np.array([[W / 2, H / 2]]), point_labels=np.ones(1, np.int64))
+    res = per.segment(FrameInput(a.rgb, 1.0, depth=a.depth[:-8]), [req])
+    assert len(res.errors) == 1 and res.errors[0].startswith("depth: depth is 320x232")
+    assert [x.prompt for x in res.objects] == ["point"] and res.objects[0].tracked
+    res = per.segment(FrameInput(a.rgb, 1.1, depth=a.depth), [req])     # the right size: no error
+    assert res.errors == [] and len(res.objects) == 2

@@ -482,7 +482,9 @@ class SeemNode(LifecycleNode):
                                        per.needs_support(len(requests)))
         T, fixed = self._camera_pose(msg.header.frame_id, msg.header.stamp) or (None, "")
         with self._model_lock:
-            res = per.segment(FrameInput(rgb, stamp, K=K, T_fixed_cam=T, fixed_frame=fixed), requests)
+            # New masks are cut at depth steps; the depth is waited for only if one needs it.
+            res = per.segment(FrameInput(rgb, stamp, depth=lambda: (prep.result() or (None,))[0], K=K,
+                                         T_fixed_cam=T, fixed_frame=fixed), requests)
         try:
             ready = prep.result()
         except Exception as e:        # reported; the frame still gets its masks

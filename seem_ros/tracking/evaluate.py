@@ -166,6 +166,7 @@ def evaluate_sequence(predictor: SeemPredictor, seed: int, n_frames: int, width:
         present = {o: gts[o] for o in ids if vis[o][i] >= min_px}
         for k in kinds:
             tr = trackers[k]
+            tr.set_depth(emb, fr.depth)             # as the node does with its depth image
             for o, s in start.items():
                 if s == i:
                     if k == "reference":
@@ -290,7 +291,7 @@ def _value(v: str):
             return t(v)
         except ValueError:
             pass
-    return {"true": True, "false": False}.get(v.lower(), v)
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
 
 
 def main(argv=None) -> int:

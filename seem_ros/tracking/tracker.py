@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..geometry.depth import DepthImage
 from ..geometry.pose import mask_box
 from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation, Zoom
 from ..inference.prompts import PromptError, VisualPrompt, rasterize, resize_mask
@@ -198,7 +199,9 @@ class ObjectTracker:
         4.84 -> 2.99, NoC@90 7.68 -> 4.35).
     token_budget: prompt points per decoder pass, shared equally by the objects (SEEM samples
         512 per image, shared by its prompts, as the model was trained); self-attention cost
-        grows with the square of it."""
+        grows with the square of it.
+    surface_jump: depth step (metres) between neighbouring pixels that separates two surfaces,
+        for images given a depth (set_depth); None: depth is not used."""
 
     def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
                  lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
@@ -208,7 +211,7 @@ class ObjectTracker:
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.07,
                  reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
                  position_weight: float = 2.0, colour_gate: float = 0.15,
-                 token_budget: int = 512, zoom: bool = True):
+                 token_budget: int = 512, zoom: bool = True, surface_jump: Optional[float] = 0.02):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
         if propagate not in PROPAGATE:
@@ -242,6 +245,8 @@ class ObjectTracker:
         self.colour_gate = float(colour_gate)
         self.token_budget = int(token_budget)
         self.zoom = bool(zoom)
+        self.surface_jump = None if surface_jump is None else float(surface_jump)
+        self._depth: list = [None, None, True]        # [image it belongs to, depth, resolved]
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
@@ -311,6 +316,45 @@ class ObjectTracker:
             obj.anchor = obj.recent
         self._claim(obj, embedding, stamp)
         return self._track(obj)
+
+    def set_depth(self, embedding: ImageEmbedding, depth) -> None:
+        """The depth of the image `embedding` was computed on (metres, registered to it, NaN or 0
+        where unknown): an array, a geometry.DepthImage, or a function returning either (called
+        once, when a mask on that image first needs it: a node's depth may still be on its way
+        while the model runs; None, or an error, from it: no depth). Masks the tracker has no
+        previous mask for (a new prompt's, a text phrase's, a lost object's regions) are then cut
+        where neighbouring pixels' depths differ by surface_jump or more (a mask spilling onto an
+        object in front or behind) before the parts away from the prompt are dropped. Tuning
+        scenes (seeds 950000+, 30), as the node: NoC@85 3.54 -> 3.16, 1-click mIoU 0.86 -> 0.87
+        (1 cm: 3.22, 4 cm: 3.25). Not on propagated masks: there it lost more than it cut
+        (tracking seeds 200-211: identity switches 35 -> 59, J&F 0.840 -> 0.827; 61 at 5 cm)."""
+        if depth is not None and not callable(depth):
+            shape = tuple(np.shape(depth) if not isinstance(depth, DepthImage) else depth.shape)
+            if shape != tuple(embedding.orig_size):
+                raise ValueError(f"depth is {shape[1]}x{shape[0]}, the image "
+                                 f"{embedding.orig_size[1]}x{embedding.orig_size[0]}")
+        self._depth = [weakref.ref(embedding), depth, False]
+
+    def _z(self, emb: ImageEmbedding) -> Tuple[Optional[np.ndarray], float]:
+        """This image's depth in metres (NaN: unknown) and the jump, or None when it has none."""
+        ref, depth, ready = self._depth
+        if self.surface_jump is None or ref is None or ref() is not emb:
+            return None, 0.0
+        if not ready:
+            try:
+                depth = depth() if callable(depth) else depth
+                if isinstance(depth, DepthImage):
+                    depth = depth.metres()
+                if depth is not None:
+                    depth = np.asarray(depth, np.float32)
+                    if depth.shape != tuple(emb.orig_size):
+                        depth = None                 # the caller's to report (the node does)
+                    else:
+                        depth = np.where(depth > 0, depth, np.nan)
+            except Exception:                        # noqa: BLE001 (the caller reports its depth's errors)
+                depth = None
+            self._depth = [ref, depth, True]
+        return depth, self.surface_jump
 
     def remove(self, obj_id: int) -> bool:
         return self._objects.pop(int(obj_id), None) is not None
@@ -421,9 +465,9 @@ class ObjectTracker:
         mask = seg.masks[0]
         if self.components and mask.any():
             if visual is not None:
-                mask = _keep_prompted(mask, visual, self.predictor.point_radius)
+                mask = _keep_prompted(mask, visual, self.predictor.point_radius, *self._z(emb))
             else:
-                mask = _best_component(mask, prob)
+                mask = _best_component(mask, prob, *self._z(emb))
         obj.seen = weakref.ref(emb)
         if not keep_label:
             obj.label = seg.labels[0]
@@ -670,7 +714,8 @@ class ObjectTracker:
             items.append((prop, m, o))
             text = next((c for c in cs if c.source == "text"), None)
             if text is not None:
-                items.append((text, _best_component(text.mask, text.prob) if self.components else text.mask, o))
+                items.append((text, _best_component(text.mask, text.prob, *self._z(emb)) if self.components
+                              else text.mask, o))
             pairs.append((o, prop, text))
         self._finish(items, emb)
         for o, prop, text in pairs:
@@ -752,7 +797,7 @@ class ObjectTracker:
             # dropping regions more than half taken, 142 -> 130 switches but J&F 0.795 -> 0.788;
             # more than 0.8 taken, 141 and 0.795.
             free = c.mask & ~taken
-            parts = _components(free, minpx, 3) if self.components else ([free] if np.count_nonzero(free) >= minpx else [])
+            parts = _components(free, minpx, 3, *self._z(emb)) if self.components else ([free] if np.count_nonzero(free) >= minpx else [])
             for m in parts:
                 r = _Candidate(c.owner, c.source, c.logits, c.embed, m, c.prob)
                 r.area, r.score = np.count_nonzero(m), _mean_prob(c.prob, m)
@@ -919,13 +964,27 @@ def _mean_prob(prob: np.ndarray, mask: np.ndarray) -> float:
     return float(prob[bb][mask[bb]].mean())
 
 
-def _label(mask: np.ndarray):
-    """8-connected parts, labelled on the bounding box only (same numbering as on the image)."""
+def _label(mask: np.ndarray, z: Optional[np.ndarray] = None, jump: float = 0.02):
+    """8-connected parts, labelled on the bounding box only (same numbering as on the image).
+    With the image's depth `z` (metres, aligned): 4-connected parts whose neighbouring pixels
+    differ in depth by less than `jump` (an unknown depth links), so a mask spilling across a
+    depth step onto an object in front or behind becomes two parts."""
     lab = np.zeros(mask.shape, np.int32)
     bb = _bbox(mask)
     if bb is None:
         return lab, 0
-    lab[bb], n = ndimage.label(mask[bb], structure=np.ones((3, 3), bool))
+    if z is None:
+        lab[bb], n = ndimage.label(mask[bb], structure=np.ones((3, 3), bool))
+        return lab, n
+    m, d = mask[bb], z[bb]
+    h, w = m.shape
+    g = np.zeros((2 * h - 1, 2 * w - 1), bool)
+    g[::2, ::2] = m
+    with np.errstate(invalid="ignore"):
+        g[::2, 1::2] = m[:, :-1] & m[:, 1:] & ~(np.abs(d[:, :-1] - d[:, 1:]) >= jump)
+        g[1::2, ::2] = m[:-1] & m[1:] & ~(np.abs(d[:-1] - d[1:]) >= jump)
+    full, n = ndimage.label(g)          # a link is set only between two set pixels: no part is links alone
+    lab[bb] = full[::2, ::2]
     return lab, n
 
 
@@ -965,7 +1024,8 @@ def _keep_near(mask: np.ndarray, near: np.ndarray, min_frac: float = 0.3) -> np.
     return out
 
 
-def _keep_prompted(mask: np.ndarray, visual: VisualPrompt, radius: int) -> np.ndarray:
+def _keep_prompted(mask: np.ndarray, visual: VisualPrompt, radius: int, z: Optional[np.ndarray] = None,
+                   jump: float = 0.02) -> np.ndarray:
     """The connected parts of `mask` the prompt points at: those holding at least half of the
     pixels of its clicks / scribbles, or lying mostly inside its boxes / polygons / mask; and
     nothing outside a box (a little beyond it, for loose boxes): the user said it is in there.
@@ -983,7 +1043,7 @@ def _keep_prompted(mask: np.ndarray, visual: VisualPrompt, radius: int) -> np.nd
             mx, my = 0.1 * (x1 - x0) + 1, 0.1 * (y1 - y0) + 1
             clip[max(int(y0 - my), 0):max(int(np.ceil(y1 + my)), 0), max(int(x0 - mx), 0):max(int(np.ceil(x1 + mx)), 0)] = True
         mask = mask & clip
-    lab, n = _label(mask)
+    lab, n = _label(mask, z, jump)
     if n == 0:
         return mask
     size = np.bincount(lab.ravel(), minlength=n + 1)
@@ -1025,9 +1085,10 @@ def _raster(v: VisualPrompt, size, radius: int) -> Optional[np.ndarray]:
         return None
 
 
-def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
+def _components(mask: np.ndarray, min_px: int, k: int, z: Optional[np.ndarray] = None,
+                jump: float = 0.02) -> List[np.ndarray]:
     """The k largest connected parts of at least min_px pixels."""
-    lab, n = _label(mask)
+    lab, n = _label(mask, z, jump)
     if n == 0:
         return []
     size = np.bincount(lab.ravel(), minlength=n + 1)
@@ -1068,9 +1129,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(np.logical_and(a, b)) / u) if u else 0.0
 
 
-def _best_component(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
+def _best_component(mask: np.ndarray, prob: np.ndarray, z: Optional[np.ndarray] = None,
+                    jump: float = 0.02) -> np.ndarray:
     """The single connected part with the most probability mass."""
-    lab, n = _label(mask)
+    lab, n = _label(mask, z, jump)
     if n <= 1:
         return mask
     mass = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)

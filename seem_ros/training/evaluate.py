@@ -265,10 +265,14 @@ class Evaluator:
         raise NotImplementedError
 
 
-def node_mask(predictor: SeemPredictor, emb: ImageEmbedding, prompt: ObjectPrompt) -> np.ndarray:
+def node_mask(predictor: SeemPredictor, emb: ImageEmbedding, prompt: ObjectPrompt,
+              depth: Optional[np.ndarray] = None) -> np.ndarray:
     """The mask the node publishes for a new object with this prompt: the tracker's (the model's
-    mask, only its connected parts that touch the prompt kept; for text the best part)."""
-    t = ObjectTracker(predictor).add(prompt, emb, 0.0)
+    mask, only its connected parts that touch the prompt kept; for text the best part; with
+    depth, parts are also cut at depth steps, as the node does)."""
+    tracker = ObjectTracker(predictor)
+    tracker.set_depth(emb, depth)
+    t = tracker.add(prompt, emb, 0.0)
     return t.mask if t.mask is not None else np.zeros(emb.orig_size, bool)
 
 
@@ -288,7 +292,7 @@ class TextEval(Evaluator):
             gt = f.instance == o.id
             for form, text in phrase_forms(o, visible):
                 phrase = str(rng.choice(PREFIXES)) + text
-                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase)) if self.node
+                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase), f.depth) if self.node
                      else predictor.predict_text([phrase], embedding=emb).masks[0])
                 self.ious.append(iou(m, gt))
                 self.forms.append(form)
@@ -303,7 +307,8 @@ class TextEval(Evaluator):
 
 
 def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, max_clicks: int = MAX_CLICKS,
-               stop_at: float = 0.9, zoom: bool = True, node: bool = True) -> Tuple[List[float], np.ndarray]:
+               stop_at: float = 0.9, zoom: bool = True, node: bool = True,
+               depth: Optional[np.ndarray] = None) -> Tuple[List[float], np.ndarray]:
     """IoU after each click of SEEM's simulated user (stops once IoU >= stop_at), and the
     first click's mask. `node`: as the node answers them (the tracker: add the object, then
     refine it with each corrective click); else the model's masks alone. `zoom`: corrective
@@ -312,6 +317,8 @@ def click_ious(predictor: SeemPredictor, emb: ImageEmbedding, gt: np.ndarray, ma
     pred = np.zeros_like(gt)
     prompt, memory, ious, first, crop = None, None, [], None, None
     tracker, oid = ObjectTracker(predictor, zoom=zoom) if node else None, None
+    if node:
+        tracker.set_depth(emb, depth)
     for _ in range(max_clicks):
         c = next_click(pred, gt)
         if c is None:                   # exact: every further click keeps it so
@@ -350,7 +357,7 @@ class ClickEval(Evaluator):
         masks = item.cache.setdefault("click", {})
         for o in eval_objects(f):
             ious, first = click_ious(predictor, emb, f.instance == o.id, self.max_clicks, max(self.thresholds),
-                                     zoom=self.zoom, node=self.node)
+                                     zoom=self.zoom, node=self.node, depth=f.depth)
             self.runs.append(ious)
             masks[o.id] = first
 
@@ -394,7 +401,7 @@ class PromptEval(Evaluator):
                 memory = predictor.mask_memory(pm, emb) if self.kind == "mask+memory" else None
             if self.node:
                 kind = {"polygon": "scribble"}.get(self.kind, self.kind)   # as the node names a polygon
-                m = node_mask(predictor, emb, ObjectPrompt(kind, visual=p))
+                m = node_mask(predictor, emb, ObjectPrompt(kind, visual=p), f.depth)
             else:
                 m = predictor.predict([p], memory=memory, embedding=emb).masks[0]
             self.ious.append(iou(m, gt))
@@ -426,7 +433,7 @@ class ReferenceEval(Evaluator):
             if o.id not in keep:
                 continue
             tokens = predictor.reference_tokens([VisualPrompt(mask=item.frame.instance == o.id)], emb_ref)
-            m = (node_mask(predictor, emb, ObjectPrompt("reference", tokens=tokens)) if self.node
+            m = (node_mask(predictor, emb, ObjectPrompt("reference", tokens=tokens), other.depth) if self.node
                  else predictor.predict([], embedding=emb, tokens=tokens).masks[0])
             self.ious.append(iou(m, other.instance == o.id))
 
@@ -514,14 +521,14 @@ class PoseEval(Evaluator):
             if m is None and "text" not in item.cache and any(k == "colour shape" for k, _ in phrase_forms(o, visible)):
                 emb = emb or item.encode(predictor)
                 phrase = f"{o.colour} {o.shape_name}"
-                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase)) if self.node
+                m = (node_mask(predictor, emb, ObjectPrompt("text", text=phrase), f.depth) if self.node
                      else predictor.predict_text([phrase], embedding=emb).masks[0])
             if m is not None:
                 masks["text"] = m
             m = item.cache.get("click", {}).get(o.id)
             if m is None and "click" not in item.cache:
                 emb = emb or item.encode(predictor)
-                m = click_ious(predictor, emb, gt, max_clicks=1, node=self.node)[1]
+                m = click_ious(predictor, emb, gt, max_clicks=1, node=self.node, depth=f.depth)[1]
             if m is not None:
                 masks["click"] = m
             for k, m in masks.items():
