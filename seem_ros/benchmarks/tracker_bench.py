@@ -83,6 +83,7 @@ def main(argv=None) -> None:
     for n in ns:
         tr = ObjectTracker(pred, max_objects=max(ns))
         emb = pred.set_image(frames[0].rgb)
+        tr.set_depth(emb, frames[0].depth)          # as the node does: new masks are cut at depth steps
         for b in boxes_for(frames[0], n, rng):
             tr.add(ObjectPrompt("box", visual=VisualPrompt(boxes=b)), emb, frames[0].stamp)
         enc, dec, dpass, tracked = [], [], [], []
@@ -93,6 +94,7 @@ def main(argv=None) -> None:
             sync()
             t1 = time.perf_counter()
             in_decoder[0] = 0.0
+            tr.set_depth(emb, f.depth)
             tracks = tr.update(emb, f.stamp)
             sync()
             t2 = time.perf_counter()
