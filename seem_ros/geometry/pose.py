@@ -118,20 +118,26 @@ def _jump_outliers(z, rel=0.03, abs_=0.01):
         return np.isfinite(z) & (z - nmin > abs_ + rel * z)
 
 
-def largest_surface(sel: np.ndarray, z: np.ndarray, jump: float) -> np.ndarray:
-    """The largest 4-connected region of `sel` ([h,w] bool) whose neighbouring pixels' depths
-    `z` differ by less than `jump`. Labelled on a grid of twice the resolution whose odd cells
-    are the links between pixels, so that one C labelling pass cuts the depth steps."""
+def surface_parts(sel: np.ndarray, z: np.ndarray, jump: float):
+    """(labels, count) of the 4-connected parts of `sel` ([h,w] bool) whose neighbouring pixels'
+    depths `z` differ by less than `jump` (a pixel without a reading links to its neighbours).
+    Labelled on a grid of twice the resolution whose odd cells are the links between pixels, so
+    that one C labelling pass cuts the depth steps."""
     h, w = sel.shape
     g = np.zeros((2 * h - 1, 2 * w - 1), bool)
     g[::2, ::2] = sel
     with np.errstate(invalid="ignore"):
-        g[::2, 1::2] = sel[:, :-1] & sel[:, 1:] & (np.abs(z[:, :-1] - z[:, 1:]) < jump)
-        g[1::2, ::2] = sel[:-1] & sel[1:] & (np.abs(z[:-1] - z[1:]) < jump)
-    lab, n = ndimage.label(g)
+        g[::2, 1::2] = sel[:, :-1] & sel[:, 1:] & ~(np.abs(z[:, :-1] - z[:, 1:]) >= jump)
+        g[1::2, ::2] = sel[:-1] & sel[1:] & ~(np.abs(z[:-1] - z[1:]) >= jump)
+    lab, n = ndimage.label(g)         # a link is set only between two set pixels: no part is links alone
+    return lab[::2, ::2], n
+
+
+def largest_surface(sel: np.ndarray, z: np.ndarray, jump: float) -> np.ndarray:
+    """The largest part of `sel` ([h,w] bool) in surface_parts."""
+    lab, n = surface_parts(sel, z, jump)
     if n <= 1:
         return sel
-    lab = lab[::2, ::2]
     return lab == np.argmax(np.bincount(lab[sel], minlength=n + 1)[1:]) + 1
 
 

@@ -39,7 +39,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from ..geometry.depth import DepthImage
-from ..geometry.pose import mask_box
+from ..geometry.pose import mask_box, surface_parts
 from ..inference.predictor import ImageEmbedding, SeemPredictor, Segmentation, Zoom
 from ..inference.prompts import PromptError, VisualPrompt, rasterize, resize_mask
 from ..model.decoder import GroundingTokens, SpatialTokens
@@ -977,15 +977,7 @@ def _label(mask: np.ndarray, z: Optional[np.ndarray] = None, jump: float = 0.02)
     if z is None:
         lab[bb], n = ndimage.label(mask[bb], structure=np.ones((3, 3), bool))
         return lab, n
-    m, d = mask[bb], z[bb]
-    h, w = m.shape
-    g = np.zeros((2 * h - 1, 2 * w - 1), bool)
-    g[::2, ::2] = m
-    with np.errstate(invalid="ignore"):
-        g[::2, 1::2] = m[:, :-1] & m[:, 1:] & ~(np.abs(d[:, :-1] - d[:, 1:]) >= jump)
-        g[1::2, ::2] = m[:-1] & m[1:] & ~(np.abs(d[:-1] - d[1:]) >= jump)
-    full, n = ndimage.label(g)          # a link is set only between two set pixels: no part is links alone
-    lab[bb] = full[::2, ::2]
+    lab[bb], n = surface_parts(mask[bb], z[bb], jump)
     return lab, n
 
 
@@ -1086,10 +1078,9 @@ def _raster(v: VisualPrompt, size, radius: int) -> Optional[np.ndarray]:
         return None
 
 
-def _components(mask: np.ndarray, min_px: int, k: int, z: Optional[np.ndarray] = None,
-                jump: float = 0.02) -> List[np.ndarray]:
+def _components(mask: np.ndarray, min_px: int, k: int) -> List[np.ndarray]:
     """The k largest connected parts of at least min_px pixels."""
-    lab, n = _label(mask, z, jump)
+    lab, n = _label(mask)
     if n == 0:
         return []
     size = np.bincount(lab.ravel(), minlength=n + 1)
@@ -1130,10 +1121,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(np.logical_and(a, b)) / u) if u else 0.0
 
 
-def _best_component(mask: np.ndarray, prob: np.ndarray, z: Optional[np.ndarray] = None,
-                    jump: float = 0.02) -> np.ndarray:
+def _best_component(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """The single connected part with the most probability mass."""
-    lab, n = _label(mask, z, jump)
+    lab, n = _label(mask)
     if n <= 1:
         return mask
     mass = np.bincount(lab.ravel(), weights=prob.ravel(), minlength=n + 1)

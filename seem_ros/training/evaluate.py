@@ -268,8 +268,8 @@ class Evaluator:
 def node_mask(predictor: SeemPredictor, emb: ImageEmbedding, prompt: ObjectPrompt,
               depth: Optional[np.ndarray] = None) -> np.ndarray:
     """The mask the node publishes for a new object with this prompt: the tracker's (the model's
-    mask, only its connected parts that touch the prompt kept; for text the best part; with
-    depth, parts are also cut at depth steps, as the node does)."""
+    mask, only its connected parts that touch the prompt kept, cut at depth steps for clicks,
+    boxes, scribbles and masks when depth is given; for text the best part)."""
     tracker = ObjectTracker(predictor)
     tracker.set_depth(emb, depth)
     t = tracker.add(prompt, emb, 0.0)
