@@ -142,3 +142,11 @@ def test_a_depth_of_another_size_is_reported_and_the_frame_goes_on(pred, views):
     assert [x.prompt for x in res.objects] == ["point"] and res.objects[0].tracked
     res = per.segment(FrameInput(a.rgb, 1.1, depth=a.depth), [req])     # the right size: no error
     assert res.errors == [] and len(res.objects) == 2
+    # Given as a function (the node's depth may still be on its way), it is called only on a
+    # frame whose prompt needs it.
+    calls = []
+    depth = lambda: calls.append(1) or a.depth
+    per.segment(FrameInput(a.rgb, 1.2, depth=depth))
+    assert calls == []
+    per.segment(FrameInput(a.rgb, 1.3, depth=depth), [req])
+    assert calls == [1]
