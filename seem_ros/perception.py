@@ -169,10 +169,12 @@ class Perception:
     def __init__(self, predictor: SeemPredictor, *, mode: str = "prompted", max_objects: int = 20,
                  min_score: float = 0.5, panoptic_threshold: Optional[float] = None, lost_timeout_s: float = 10.0,
                  history: int = 4, min_pose_points: int = 20, pose_rim_px: float = POSE_RIM_PX,
-                 zoom_refine: bool = True, support_plane: bool = True, track_tokens: int = 512):
+                 zoom_refine: bool = True, support_plane: bool = True, track_tokens: int = 512,
+                 honour_clicks: bool = True):
         self.predictor = predictor
         self.tracker = ObjectTracker(predictor, max_objects=max_objects, min_score=min_score,
-                                     lost_timeout_s=lost_timeout_s, zoom=zoom_refine, token_budget=track_tokens)
+                                     lost_timeout_s=lost_timeout_s, zoom=zoom_refine, token_budget=track_tokens,
+                                     honour_clicks=honour_clicks)
         self.mode = mode
         self.panoptic_threshold = _own_threshold(panoptic_threshold)
         self.min_pose_points = min_pose_points
@@ -194,7 +196,7 @@ class Perception:
 
     def configure(self, **kw) -> None:
         """Runtime changes (the node's parameters): mode, thresholds, maximum objects, timeout,
-        zoomed refinement, tracking prompt points."""
+        zoomed refinement, enforced clicks, tracking prompt points."""
         if "mode" in kw:
             if kw["mode"] not in ("prompted", "panoptic"):
                 raise ValueError(f"mode must be 'prompted' or 'panoptic', not {kw['mode']!r}")
@@ -203,6 +205,8 @@ class Perception:
             self.panoptic_threshold = _own_threshold(kw["panoptic_threshold"])
         if "zoom_refine" in kw:
             self.tracker.zoom = bool(kw["zoom_refine"])
+        if "honour_clicks" in kw:
+            self.tracker.honour_clicks = bool(kw["honour_clicks"])
         if "track_tokens" in kw:
             if int(kw["track_tokens"]) < 8:
                 raise ValueError(f"track_tokens must be at least 8, not {kw['track_tokens']}")

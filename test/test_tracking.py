@@ -614,6 +614,26 @@ def test_a_mask_spilling_across_a_depth_step_keeps_the_prompted_surface_only():
     assert (_keep_prompted(m, click, 1, z, 0.02) == front).all()
 
 
+def test_clicks_the_model_disobeys_are_enforced_with_its_answer_to_each_click_alone():
+    """The oracle model here ignores negative clicks and answers two positive clicks with one
+    object: a negative click on a spill removes the thing clicked, a second positive click adds
+    its object; neither happens with honour_clicks off."""
+    pred = FakePredictor(bleed=True)                             # masks spill one cell over
+    img = draw({1: (20, 20, 24, 24), 2: (44, 20, 24, 24), 3: (90, 60, 16, 16)})
+    ids = ids_of(img)
+    emb = pred.set_image(img)
+    for honour in (False, True):
+        tr = ObjectTracker(pred, honour_clicks=honour)
+        t = tr.add(click(img, 1), emb, 0.0)
+        assert t.mask[ids == 2].any() and t.mask[ids == 1].all()
+        t = tr.refine(t.id, VisualPrompt(points=[[45.5, 30.5]], labels=[0]), emb, 0.0)
+        assert t.mask[ids == 2].any() != honour
+        assert t.mask[ids == 1].mean() > 0.8 and not (honour and t.mask[30, 45])
+        t = tr.refine(t.id, VisualPrompt(points=[[98.5, 68.5]], labels=[1]), emb, 0.0)
+        assert t.mask[ids == 3].all() == honour and t.mask[ids == 2].any() != honour
+        assert t.mask[ids == 1].mean() > 0.8
+
+
 def test_depth_is_read_only_when_a_new_mask_needs_it():
     """The tracker cuts a new object's mask at depth steps; a depth given as a function is
     fetched once per image and only when a mask needs it (a propagated mask does not)."""

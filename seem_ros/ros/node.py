@@ -89,6 +89,8 @@ PARAMS = {   # name: (default, description, changeable while configured)
                             "up and the objects' unseen bottoms; false for scenes without one", True),
     "zoom_refine": (True, "answer corrective prompts (mode refine) on a crop around the object: "
                           "one more image encoding each", True),
+    "honour_clicks": (True, "a click the model's mask disobeys is enforced with the model's answer to that "
+                            "click alone (one more decoder pass when it happens)", True),
     "fixed_frame": ("", "a frame fixed in the world (odom, map): with tf, each frame's camera pose there lets a lost "
                         "object be looked for where it was left after the camera moved; empty = take the "
                         "pose from the camera_pose topic when something publishes it", True),
@@ -261,7 +263,7 @@ class SeemNode(LifecycleNode):
                           lost_timeout_s=self._param("lost_timeout_s"),
                           min_pose_points=self._param("min_pose_points"), pose_rim_px=self._param("pose_rim_px"),
                           zoom_refine=self._param("zoom_refine"), support_plane=self._param("support_plane"),
-                          track_tokens=self._param("track_tokens"))
+                          track_tokens=self._param("track_tokens"), honour_clicks=self._param("honour_clicks"))
 
     def _init_tf(self) -> None:
         """tf2 brings RViz clicks from the fixed frame into the camera frame. Without it (e.g. the
@@ -322,7 +324,8 @@ class SeemNode(LifecycleNode):
             per.configure(mode=value)
         elif name == "score_threshold":
             per.configure(min_score=value)
-        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s", "zoom_refine", "track_tokens"):
+        elif name in ("panoptic_threshold", "max_objects", "lost_timeout_s", "zoom_refine", "honour_clicks",
+                      "track_tokens"):
             per.configure(**{name: value})
         elif name == "min_pose_points":
             per.min_pose_points = int(value)

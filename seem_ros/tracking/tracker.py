@@ -27,6 +27,7 @@ encodes the image once (predictor.set_image); update() then runs ONE decoder pas
 No ROS here; the node calls this class."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import weakref
 from dataclasses import dataclass, field
@@ -201,7 +202,9 @@ class ObjectTracker:
         512 per image, shared by its prompts, as the model was trained); self-attention cost
         grows with the square of it.
     surface_jump: depth step (metres) between neighbouring pixels that separates two surfaces,
-        for images given a depth (set_depth); None: depth is not used."""
+        for images given a depth (set_depth); None: depth is not used.
+    honour_clicks: a click the model's mask disobeys is enforced with the model's own answer to
+        that click alone (`_honour_clicks`)."""
 
     def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
                  lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
@@ -211,7 +214,8 @@ class ObjectTracker:
                  text_guide: bool = False, propagate: str = "first+last", reach: float = 0.07,
                  reach_rate: float = 0.1, reid_margin: float = 0.02, edge_margin: float = 0.15,
                  position_weight: float = 2.0, colour_gate: float = 0.15,
-                 token_budget: int = 512, zoom: bool = True, surface_jump: Optional[float] = 0.02):
+                 token_budget: int = 512, zoom: bool = True, surface_jump: Optional[float] = 0.02,
+                 honour_clicks: bool = True):
         if memory not in ("mask", "none"):
             raise ValueError(f"memory must be 'mask' or 'none', not {memory!r}")
         if propagate not in PROPAGATE:
@@ -246,6 +250,7 @@ class ObjectTracker:
         self.token_budget = int(token_budget)
         self.zoom = bool(zoom)
         self.surface_jump = None if surface_jump is None else float(surface_jump)
+        self.honour_clicks = bool(honour_clicks)
         self._depth: list = [None, None, True]        # [image it belongs to, depth, resolved]
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
@@ -309,6 +314,7 @@ class ObjectTracker:
         except PromptError as e:
             raise ValueError(f"bad refine prompt for object {obj_id}: {e}") from e
         obj.round_prompt = prompt
+        seg = self._honour_clicks(seg, prompt, embedding)
         self._accept(obj, seg, prompt, embedding, stamp, keep_label=True)
         if obj.state == TRACKED:
             # A corrected mask is a better reference (and appearance) for later frames.
@@ -316,6 +322,44 @@ class ObjectTracker:
             obj.anchor = obj.recent
         self._claim(obj, embedding, stamp)
         return self._track(obj)
+
+    def _honour_clicks(self, seg: Segmentation, prompt: VisualPrompt, emb: ImageEmbedding) -> Segmentation:
+        """The model's mask with every click obeyed. The model sometimes ignores a click (most
+        often a corrective one, with the previous mask as memory), and a user who clicks the same
+        pixel again gets the same answer. So each disobeyed click is answered alone, as a
+        positive click on the whole image (one decoder pass for all): a positive click's answer,
+        its part at the click (cut at depth steps), joins the mask; a negative click's answer
+        (the thing there) leaves it, or, where that answer also holds a positive click, its
+        pixels nearer to this click than to every positive one (negative clicks only next to
+        a positive one). Tuning scenes (950000+, 134
+        objects, as the node): NoC@85 3.16 -> 1.94, NoC@90 4.13 -> 2.87 (only positive clicks,
+        and negative answers holding a positive click left alone: 2.54 / 3.56)."""
+        if not self.honour_clicks or prompt.points is None or not np.asarray(prompt.points).size:
+            return seg
+        pts = np.asarray(prompt.points, np.float64).reshape(-1, 2)
+        pos = np.ones(len(pts), bool) if prompt.labels is None else np.asarray(prompt.labels).reshape(-1) > 0
+        H, W = emb.orig_size
+        ix, iy = np.clip(pts[:, 0].astype(int), 0, W - 1), np.clip(pts[:, 1].astype(int), 0, H - 1)
+        mask = seg.masks[0].copy()
+
+        def alone(ks):
+            return self.predictor.predict([VisualPrompt(points=pts[k:k + 1]) for k in ks], embedding=emb).masks
+
+        missed = [k for k in np.flatnonzero(pos) if not mask[iy[k], ix[k]]]
+        for k, m in zip(missed, alone(missed) if missed else ()):
+            mask |= _keep_prompted(m, VisualPrompt(points=pts[k:k + 1]), self.predictor.point_radius, *self._z(emb))
+        # Without a positive click (a lone negative click on a new image, whose positive evidence
+        # is the object's mask) there is nothing to tell the clicked thing from the object by.
+        kept = [k for k in np.flatnonzero(~pos) if mask[iy[k], ix[k]]] if pos.any() else []
+        for k, m in zip(kept, alone(kept) if kept else ()):
+            if m[iy[pos], ix[pos]].any():
+                ys, xs = np.nonzero(m)
+                near = np.hypot(xs - pts[k, 0], ys - pts[k, 1]) < np.min(
+                    np.hypot(xs[:, None] - pts[pos, 0], ys[:, None] - pts[pos, 1]), 1)
+                m = np.zeros_like(m)
+                m[ys[near], xs[near]] = True
+            mask &= ~m
+        return dataclasses.replace(seg, masks=mask[None]) if missed or kept else seg
 
     def set_depth(self, embedding: ImageEmbedding, depth) -> None:
         """The depth of the image `embedding` was computed on (metres, registered to it, NaN or 0
@@ -447,7 +491,7 @@ class ObjectTracker:
                 seg = pred.predict([], embedding=emb, tokens=p.tokens)
                 visual = None
             else:
-                seg = pred.predict([p.visual], embedding=emb)
+                seg = self._honour_clicks(pred.predict([p.visual], embedding=emb), p.visual, emb)
                 obj.round_prompt = visual = p.visual
         except PromptError as e:
             raise ValueError(f"bad {p.kind} prompt: {e}") from e
