@@ -252,6 +252,7 @@ class ObjectTracker:
         self.surface_jump = None if surface_jump is None else float(surface_jump)
         self.honour_clicks = bool(honour_clicks)
         self._depth: list = [None, None, True]        # [image it belongs to, depth, resolved]
+        self._alone: tuple = (None, {})                # [image, {click: the model's answer to it alone}]
         self._objects: Dict[int, _Object] = {}
         self._next_id = 1
         self.last_candidates: List[_Candidate] = []   # of the last update(), for diagnostics
@@ -327,13 +328,12 @@ class ObjectTracker:
         """The model's mask with every click obeyed. The model sometimes ignores a click (most
         often a corrective one, with the previous mask as memory), and a user who clicks the same
         pixel again gets the same answer. So each disobeyed click is answered alone, as a
-        positive click on the whole image (one decoder pass for all): a positive click's answer,
-        its part at the click (cut at depth steps), joins the mask; a negative click's answer
-        (the thing there) leaves it, or, where that answer also holds a positive click, its
-        pixels nearer to this click than to every positive one (negative clicks only next to
-        a positive one). Tuning scenes (950000+, 134
-        objects, as the node): NoC@85 3.16 -> 1.94, NoC@90 4.13 -> 2.87 (only positive clicks,
-        and negative answers holding a positive click left alone: 2.54 / 3.56)."""
+        positive click on the whole image (a decoder pass of its own, once per click and image):
+        a positive click's answer, its part at the click (cut at depth steps), joins the mask; a
+        negative click's answer (the thing there) leaves it, or, where that answer also holds a
+        positive click, its pixels nearer to this click than to every positive one (negative
+        clicks only next to a positive one). Tuning scenes (950000+, 134 objects, as the node):
+        NoC@85 3.16 -> 1.93, NoC@90 4.13 -> 3.02 (positive clicks only: 2.54 / 3.56)."""
         if not self.honour_clicks or prompt.points is None or not np.asarray(prompt.points).size:
             return seg
         pts = np.asarray(prompt.points, np.float64).reshape(-1, 2)
@@ -342,8 +342,17 @@ class ObjectTracker:
         ix, iy = np.clip(pts[:, 0].astype(int), 0, W - 1), np.clip(pts[:, 1].astype(int), 0, H - 1)
         mask = seg.masks[0].copy()
 
+        # A click's answer on an image does not change: kept while the image is the same, so that
+        # later rounds, which check every click again, decode only new ones.
+        if self._alone[0] is None or self._alone[0]() is not emb:
+            self._alone = (weakref.ref(emb), {})
+        cache = self._alone[1]
+
         def alone(ks):
-            return self.predictor.predict([VisualPrompt(points=pts[k:k + 1]) for k in ks], embedding=emb).masks
+            for k in ks:
+                if tuple(pts[k]) not in cache:
+                    cache[tuple(pts[k])] = self.predictor.predict([VisualPrompt(points=pts[k:k + 1])], embedding=emb).masks[0]
+            return [cache[tuple(pts[k])] for k in ks]
 
         missed = [k for k in np.flatnonzero(pos) if not mask[iy[k], ix[k]]]
         for k, m in zip(missed, alone(missed) if missed else ()):
