@@ -632,6 +632,9 @@ def test_clicks_the_model_disobeys_are_enforced_with_its_answer_to_each_click_al
         t = tr.refine(t.id, VisualPrompt(points=[[98.5, 68.5]], labels=[1]), emb, 0.0)
         assert t.mask[ids == 3].all() == honour and t.mask[ids == 2].any() != honour
         assert t.mask[ids == 1].mean() > 0.8
+        # A click outside the image among the round's clicks: nothing to answer, no error.
+        t = tr.refine(t.id, VisualPrompt(points=[[500.0, 30.0], [-4.0, 30.0]], labels=[1, 0]), emb, 0.0)
+        assert t.mask[ids == 1].mean() > 0.8
 
 
 def test_depth_is_read_only_when_a_new_mask_needs_it():

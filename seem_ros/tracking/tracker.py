@@ -340,6 +340,7 @@ class ObjectTracker:
         pos = np.ones(len(pts), bool) if prompt.labels is None else np.asarray(prompt.labels).reshape(-1) > 0
         H, W = emb.orig_size
         ix, iy = np.clip(pts[:, 0].astype(int), 0, W - 1), np.clip(pts[:, 1].astype(int), 0, H - 1)
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)   # the rest: nothing to answer
         mask = seg.masks[0].copy()
 
         # A click's answer on an image does not change: kept while the image is the same, so that
@@ -354,12 +355,12 @@ class ObjectTracker:
                     cache[tuple(pts[k])] = self.predictor.predict([VisualPrompt(points=pts[k:k + 1])], embedding=emb).masks[0]
             return [cache[tuple(pts[k])] for k in ks]
 
-        missed = [k for k in np.flatnonzero(pos) if not mask[iy[k], ix[k]]]
+        missed = [k for k in np.flatnonzero(pos & inside) if not mask[iy[k], ix[k]]]
         for k, m in zip(missed, alone(missed) if missed else ()):
             mask |= _keep_prompted(m, VisualPrompt(points=pts[k:k + 1]), self.predictor.point_radius, *self._z(emb))
         # Without a positive click (a lone negative click on a new image, whose positive evidence
         # is the object's mask) there is nothing to tell the clicked thing from the object by.
-        kept = [k for k in np.flatnonzero(~pos) if mask[iy[k], ix[k]]] if pos.any() else []
+        kept = [k for k in np.flatnonzero(~pos & inside) if mask[iy[k], ix[k]]] if pos.any() else []
         for k, m in zip(kept, alone(kept) if kept else ()):
             if m[iy[pos], ix[pos]].any():
                 ys, xs = np.nonzero(m)
