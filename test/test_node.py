@@ -146,6 +146,17 @@ class Client:
             return any(st.level in (b"\x02", 2) and text in st.message for st in self.diag)
         self.h.spin_until(found, timeout=timeout, what=f"diagnostics error containing {text!r}")
 
+    def send_until_error(self, send, text, tries=10):
+        """send() until the node reports an error containing text: a first message sent while
+        discovery settles can be lost (matched publishers do not guarantee delivery yet)."""
+        for attempt in range(tries):
+            send()
+            try:
+                return self.wait_error(text, timeout=3)
+            except TimeoutError:
+                if attempt == tries - 1:
+                    raise
+
     def call(self, cli, req):
         fut = cli.call_async(req)
         self.h.spin_until(fut.done, timeout=30, what="service answer")
@@ -697,18 +708,9 @@ def test_prompt_before_any_image_and_corrupt_compressed_image(ros_env, tmp_path)
         proc.wait_for_line("active: listening", timeout=120)
         c = Client(h, ns)
         c.wait_ready(inputs=("compressed", "text"))
-        c.text("red cube")
-        c.wait_error("no image received yet")
+        c.send_until_error(lambda: c.text("red cube"), "no image received yet")
         bad = CompressedImage(header=c.header(), format="jpeg", data=b"\xff\xd8\xff\xe0garbage")
-        # Best effort: a first message sent while discovery settles can be lost; resend.
-        for attempt in range(10):
-            c.pub["compressed"].publish(bad)
-            try:
-                c.wait_error("cannot decode", timeout=3)
-                break
-            except TimeoutError:
-                if attempt == 9:
-                    raise
+        c.send_until_error(lambda: c.pub["compressed"].publish(bad), "cannot decode")
         import io
         from PIL import Image as PILImage
         buf = io.BytesIO()
