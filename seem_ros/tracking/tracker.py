@@ -342,12 +342,7 @@ class ObjectTracker:
         ix, iy = np.clip(pts[:, 0].astype(int), 0, W - 1), np.clip(pts[:, 1].astype(int), 0, H - 1)
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)   # the rest: nothing to answer
         mask = seg.masks[0].copy()
-
-        # A click's answer on an image does not change: kept while the image is the same, so that
-        # later rounds, which check every click again, decode only new ones.
-        if self._alone[0] is None or self._alone[0]() is not emb:
-            self._alone = (weakref.ref(emb), {})
-        cache = self._alone[1]
+        cache = self._alone_answers(emb)
 
         def alone(ks):
             for k in ks:
@@ -370,6 +365,14 @@ class ObjectTracker:
                 m[ys[near], xs[near]] = True
             mask &= ~m
         return dataclasses.replace(seg, masks=mask[None]) if missed or kept else seg
+
+    def _alone_answers(self, emb: ImageEmbedding) -> dict:
+        """{(x, y): the model's mask for that click alone} on this image. A click's answer on an
+        image does not change: kept while the image is the same, so that later rounds, which check
+        every click again, decode only new ones."""
+        if self._alone[0] is None or self._alone[0]() is not emb:
+            self._alone = (weakref.ref(emb), {})
+        return self._alone[1]
 
     def set_depth(self, embedding: ImageEmbedding, depth) -> None:
         """The depth of the image `embedding` was computed on (metres, registered to it, NaN or 0
@@ -501,7 +504,13 @@ class ObjectTracker:
                 seg = pred.predict([], embedding=emb, tokens=p.tokens)
                 visual = None
             else:
-                seg = self._honour_clicks(pred.predict([p.visual], embedding=emb), p.visual, emb)
+                seg = pred.predict([p.visual], embedding=emb)
+                if _lone_click(p.visual):
+                    # Its answer is that click's answer alone: nothing to enforce it with now, and
+                    # later rounds on this image need not decode it again.
+                    self._alone_answers(emb)[tuple(np.asarray(p.visual.points, np.float64).reshape(2))] = seg.masks[0]
+                else:
+                    seg = self._honour_clicks(seg, p.visual, emb)
                 obj.round_prompt = visual = p.visual
         except PromptError as e:
             raise ValueError(f"bad {p.kind} prompt: {e}") from e
@@ -1276,6 +1285,13 @@ def _merge(a: Optional[VisualPrompt], b: VisualPrompt) -> VisualPrompt:
         list(a.scribbles) + list(b.scribbles), list(a.polygons) + list(b.polygons),
         orm(a.mask, b.mask), orm(a.negative_mask, b.negative_mask),
         list(a.negative_scribbles) + list(b.negative_scribbles))
+
+
+def _lone_click(p: VisualPrompt) -> bool:
+    """One positive click and nothing else."""
+    pts = _positive_points(p)
+    return (pts is not None and len(pts) == 1 and len(np.asarray(p.points).reshape(-1, 2)) == 1
+            and dataclasses.replace(p, points=None, labels=None).is_empty())
 
 
 def _has_positive(p: VisualPrompt) -> bool:
