@@ -417,6 +417,46 @@ def test_a_partial_view_does_not_move_the_placed_position():
     np.testing.assert_allclose(o.where.position, [0.46, -0.3, 1.0])
 
 
+def test_a_region_beside_a_tracked_object_does_not_go_to_a_lost_one_from_farther_away():
+    """With depth and the camera pose, a region 3 cm from where a tracked object stands and 30 cm
+    from where a lost look-alike was placed is a piece of the tracked one its mask missed: the
+    lost one does not take it. Where no tracked object stands near it, or with near_tracked off,
+    it does; and a lost object placed right there still does, next to a tracked one."""
+    from seem_ros.tracking import CameraView
+    from seem_ros.tracking.tracker import LOST, TRACKED, _Candidate, _Object
+    pred = FakePredictor()
+    img = draw({2: (70, 40, 16, 16)})
+    emb = pred.set_image(img)
+    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    view = CameraView(K, np.eye(4))
+    m = ids_of(img) == 2
+    region = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+    at = np.median(np.stack(np.nonzero(m), 1), 0)                 # (row, column) of its middle
+    centre = np.array([(at[1] + 0.5 - 64) / 100, (at[0] + 0.5 - 48) / 100, 1.0])
+
+    def winner(lost_at, tracked_at, **kw):
+        tr = ObjectTracker(pred, **kw)
+        tr.set_depth(emb, np.ones((H, W), np.float32))             # everything 1 m away
+        for oid, p in ((1, lost_at), (3, tracked_at)):
+            uv = K @ p / p[2]
+            tr._objects[oid] = _Object(oid, click(img, 2), "", 0.0, state=TRACKED,
+                                       anchor=torch.ones(2 * C) / np.sqrt(2 * C),
+                                       box=np.array([uv[0] - 8, uv[1] - 8, uv[0] + 8, uv[1] + 8]), box_stamp=0.9)
+            tr.place({oid: p}, view, 0.9)
+        lost = tr._objects[1]
+        lost.state, lost.lost_since = LOST, 1.0
+        tr._similarity = lambda o, app, e: 0.95
+        return set(tr._reacquire([lost], [region], np.zeros((H, W), bool), emb, 1.2, view))
+
+    behind = centre * 1.3                                          # on the same ray, 30 cm farther
+    beside = centre + [0.03, 0.0, 0.0]
+    assert winner(behind, beside) == set()
+    assert winner(behind, centre + [0.3, 0.0, 0.0]) == {1}        # no tracked object near it
+    assert winner(behind, beside, near_tracked=None) == {1}
+    assert winner(centre + [0.0, 0.0, 0.01], beside) == {1}        # the lost one was placed right there
+    assert ObjectTracker(pred).near_tracked == 0.05
+
+
 def test_a_region_does_not_go_to_an_object_of_another_colour():
     """A black region comes back next to where a green object left, far from where the black
     one left, and the model's appearance finds it almost as green-object-like (0.90 against
