@@ -417,6 +417,41 @@ def test_a_partial_view_does_not_move_the_placed_position():
     np.testing.assert_allclose(o.where.position, [0.46, -0.3, 1.0])
 
 
+def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
+    """With depth and the camera pose, a propagated mask that doubled by spreading onto a
+    look-alike standing 30 cm behind the object (the oracle holds same-id pixels as one object,
+    as the bundled model holds touching same-coloured ones) is not taken: the object is lost on
+    that frame. The same spread with no depth difference in the median's way (depth off, or
+    max_jump off) is taken; a 10 cm move with no growth is taken too."""
+    from seem_ros.tracking import CameraView
+    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    first = draw({1: (30, 40, 16, 16)})
+    depth0 = np.full((H, W), 1.0, np.float32)
+
+    def second_frame(img, depth, **kw):
+        pred = FakePredictor()
+        tr = ObjectTracker(pred, **kw)
+        emb = pred.set_image(first)
+        tr.set_depth(emb, depth0)
+        tid = tr.add(click(first, 1), emb, 0.0).id
+        for stamp, (image, z) in ((0.1, (first, depth0)), (0.2, (img, depth))):
+            emb = pred.set_image(image)
+            tr.set_depth(emb, z)
+            track = {t.id: t for t in tr.update(emb, stamp, view)}[tid]    # its depth median is kept
+        return track
+
+    spread = draw({1: (30, 40, 16, 16), 2: (0, 0, 1, 1)})
+    spread[40:56, 46:62, 0] = 10                       # a look-alike touching it on the right ...
+    deep = depth0.copy()
+    deep[40:56, 46:62] = 1.3                           # ... 30 cm behind
+    assert second_frame(spread, deep).state == "lost"
+    assert second_frame(spread, deep, max_jump=None).state == "tracked"
+    assert second_frame(spread, deep, surface_jump=None).state == "tracked"      # no depth used
+    moved = draw({1: (40, 40, 16, 16)})                # 10 px = 10 cm at 1 m, same size
+    assert second_frame(moved, depth0).state == "tracked"
+    assert ObjectTracker(FakePredictor()).max_jump == 0.05
+
+
 def test_a_region_beside_a_tracked_object_does_not_go_to_a_lost_one_from_farther_away():
     """With depth and the camera pose, a region 3 cm from where a tracked object stands and 30 cm
     from where a lost look-alike was placed is a piece of the tracked one its mask missed: the
