@@ -1,7 +1,7 @@
 """Tracker benchmark: per-frame cost of ObjectTracker.update() with N objects.
 
     python -m seem_ros.benchmarks.tracker_bench [--checkpoint seem_ros/weights/seem_tiny.pt]
-        [--objects 1,5,10,20] [--width 640 --height 480] [--frames 6] [--device cpu]
+        [--objects 1,5,10,20] [--width 640 --height 480] [--frames 6] [--device cpu] [--camera-pose]
 
 A generated sequence with many objects; N objects are prompted (by box) on the first frame, then
 every later frame costs one image encode (set_image) and one update(): one batched decoder pass
@@ -9,6 +9,9 @@ for all N objects ("decode") plus the tracker's own work ("post": masks at image
 parts, appearance, lost/found decisions, overlap resolution, the next frame's prompt tokens).
 When the scene has fewer than N visible objects, the remaining prompts are boxes on other parts of
 the image, so every N really has N objects in the decoder pass (tracked or being searched for).
+With --camera-pose, update() is also given each frame's camera pose and the objects are placed
+(pose centroids, untimed, as the node's locate step) as the node does with tf: the tracker's depth
+tests against identity switches then run too (`near_tracked`, `max_jump`).
 Prints a markdown table of medians over the frames; the encode does not depend on N, so its
 column shows the noise of the machine."""
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 from ..inference import SeemPredictor, VisualPrompt
 from ..model import SeemModel
 from ..sim import make_sequence
-from ..tracking import ObjectPrompt, ObjectTracker
+from ..geometry import estimate_pose
+from ..tracking import CameraView, ObjectPrompt, ObjectTracker
 from .model_bench import machine
 
 
@@ -53,6 +57,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--short-side", type=int, default=None,
                     help="model input short side in pixels (default: the checkpoint's)")
+    ap.add_argument("--camera-pose", action="store_true",
+                    help="give update() each frame's camera pose and place the objects (as the node with tf)")
     ap.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
                     help="image encoder (onnxruntime: the node's default on the CPU; its graph is exported first)")
     a = ap.parse_args(argv)
@@ -95,9 +101,13 @@ def main(argv=None) -> None:
             t1 = time.perf_counter()
             in_decoder[0] = 0.0
             tr.set_depth(emb, f.depth)
-            tracks = tr.update(emb, f.stamp)
+            view = CameraView(f.K, f.T_world_cam, "world") if a.camera_pose else None
+            tracks = tr.update(emb, f.stamp, view)
             sync()
             t2 = time.perf_counter()
+            if view is not None:
+                poses = {t.id: estimate_pose(f.depth, f.K, t.mask) for t in tracks if t.mask is not None}
+                tr.place({i: p.centroid for i, p in poses.items() if p is not None}, view, f.stamp)
             if k:                                    # the first frame warms up
                 enc.append(t1 - t0)
                 dec.append(t2 - t1)
@@ -107,7 +117,8 @@ def main(argv=None) -> None:
                      1000 * np.median(np.add(enc, dec)), float(np.mean(tracked))))
     base = rows[0][4]
     print(f"\nObjectTracker.update() per frame, {a.width}x{a.height} images (model input short side "
-          f"{pred.short_side}), {a.checkpoint}, {machine(device)}, {a.engine} encoder, median of {a.frames} frames:\n")
+          f"{pred.short_side}), {a.checkpoint}, {machine(device)}, {a.engine} encoder, "
+          f"{'with' if a.camera_pose else 'without'} the camera pose, median of {a.frames} frames:\n")
     print("| N objects | tracked (mean) | encode ms | decode ms (one pass) | tracker post ms | total ms | total / N=1 |")
     print("|---|---|---|---|---|---|---|")
     for n, e, d, p, t, k in rows:
