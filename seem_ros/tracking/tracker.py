@@ -226,7 +226,7 @@ class ObjectTracker:
         object's last area whose depth points' median lies more than this many metres from the
         last mask's is not taken (the object is lost this frame). None: off. Chosen from the
         logs of seeds 144-155 and 248-259 (switches 45 -> 10 and 53 -> 54 there), checked on
-        156-167, 200-211 and 272-343 (-5 to +1 a set)."""
+        156-167, 200-211 and 272-343 (-1 to +1 a set, on top of near_tracked)."""
 
     def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
                  lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
