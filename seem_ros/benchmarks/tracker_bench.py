@@ -22,10 +22,10 @@ import time
 import numpy as np
 import torch
 
+from ..geometry import estimate_pose
 from ..inference import SeemPredictor, VisualPrompt
 from ..model import SeemModel
 from ..sim import make_sequence
-from ..geometry import estimate_pose
 from ..tracking import CameraView, ObjectPrompt, ObjectTracker
 from .model_bench import machine
 

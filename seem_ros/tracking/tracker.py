@@ -139,6 +139,11 @@ class _Placed:
     depth: float                                # its optical-frame z then
     frame: str                                  # the fixed frame it is in
 
+    def path(self, stamp: float, horizon: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+        """Where it was placed, and where its velocity takes it by `stamp` (at most `horizon`
+        seconds on): a lost object is looked for between the two."""
+        return self.position, self.position + self.velocity * min(max(stamp - self.stamp, 0.0), horizon)
+
 
 @dataclass
 class _Candidate:
@@ -371,9 +376,10 @@ class ObjectTracker:
 
         def alone(ks):
             for k in ks:
-                if tuple(pts[k]) not in cache:
-                    cache[tuple(pts[k])] = self.predictor.predict([VisualPrompt(points=pts[k:k + 1])], embedding=emb).masks[0]
-            return [cache[tuple(pts[k])] for k in ks]
+                if _click_key(pts[k]) not in cache:
+                    cache[_click_key(pts[k])] = self.predictor.predict([VisualPrompt(points=pts[k:k + 1])],
+                                                                       embedding=emb).masks[0]
+            return [cache[_click_key(pts[k])] for k in ks]
 
         missed = [k for k in np.flatnonzero(pos & inside) if not mask[iy[k], ix[k]]]
         for k, m in zip(missed, alone(missed) if missed else ()):
@@ -533,7 +539,7 @@ class ObjectTracker:
                 if _lone_click(p.visual):
                     # Its answer is that click's answer alone: nothing to enforce it with now, and
                     # later rounds on this image need not decode it again.
-                    self._alone_answers(emb)[tuple(np.asarray(p.visual.points, np.float64).reshape(2))] = seg.masks[0]
+                    self._alone_answers(emb)[_click_key(p.visual.points)] = seg.masks[0]
                 else:
                     seg = self._honour_clicks(seg, p.visual, emb)
                 obj.round_prompt = visual = p.visual
@@ -939,9 +945,7 @@ class ObjectTracker:
                         # Right beside a tracked object and far from where this one should be:
                         # a piece of that object its mask missed, not this one coming back.
                         q, d_tracked = beside[k]
-                        w = o.where
-                        ahead = w.position + w.velocity * min(max(stamp - w.stamp, 0.0), 1.0)
-                        if d_tracked < BESIDE_RATIO * min(np.linalg.norm(q - w.position), np.linalg.norm(q - ahead)):
+                        if d_tracked < BESIDE_RATIO * min(np.linalg.norm(q - p) for p in o.where.path(stamp)):
                             continue
                 if o.anchor is not None:
                     sim = self._similarity(o, apps[k], emb)
@@ -1032,10 +1036,9 @@ class ObjectTracker:
         w = self._placed(o, view)
         if w is None:
             return self._swept(o, stamp, horizon)
-        dt = min(max(stamp - w.stamp, 0.0), horizon)
         ctr = _centre(w.box)
         out = None
-        for p in (w.position, w.position + w.velocity * dt):
+        for p in w.path(stamp, horizon):
             c = view.to_camera(p)
             if c[2] <= 1e-3:
                 return None
@@ -1374,6 +1377,12 @@ def _merge(a: Optional[VisualPrompt], b: VisualPrompt) -> VisualPrompt:
         list(a.scribbles) + list(b.scribbles), list(a.polygons) + list(b.polygons),
         orm(a.mask, b.mask), orm(a.negative_mask, b.negative_mask),
         list(a.negative_scribbles) + list(b.negative_scribbles))
+
+
+def _click_key(point) -> Tuple[float, float]:
+    """A click's key in the per-image cache of answers to clicks alone (_alone_answers)."""
+    x, y = np.asarray(point, np.float64).reshape(2)
+    return float(x), float(y)
 
 
 def _lone_click(p: VisualPrompt) -> bool:
