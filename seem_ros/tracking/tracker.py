@@ -90,6 +90,7 @@ class _Object:
     score: float = 0.0
     area: int = 0
     own_area: int = 0                           # its last mask before other objects took their pixels (>= area)
+    usual_area: float = 0.0                     # own_area's running mean (halved weight each sighting)
     whole_size: float = 0.0                     # its largest visible area at 1 m (pixels * depth^2) so far
     anchor: Optional[Tensor] = None             # [C] appearance of the prompted mask (unit vector)
     recent: Optional[Tensor] = None             # [C] running appearance while confidently tracked
@@ -162,6 +163,9 @@ class _Candidate:
 
 # max_jump applies to propagated masks this many times the object's last area (see _decide).
 JUMP_GROWTH = 1.5
+# Two masks on the same pixels: the object whose mask's depth median moved less than this
+# fraction of the other's move keeps them (see _held_by_depth).
+HELD_RATIO = 0.5
 # near_tracked: a region must also be this many times nearer to the tracked object than to the lost one.
 BESIDE_RATIO = 0.5
 
@@ -186,11 +190,13 @@ class ObjectTracker:
         by appearance); all decoded in the same pass as the tracked objects.
     components: keep only the connected parts of a mask that touch the prompt / previous mask
         (the model sometimes covers a second, similar-looking object too).
-    max_growth: a propagated mask more than this many times the previous area is a leak (the
-        previous area before other objects took their overlapping pixels: what the object's own
-        mask was; measured with the stage-8 weights, held-out J&F 0.766 -> 0.769 and 0.799 ->
-        0.804, identity switches 26 -> 26 and 24 -> 20, visible frames without a mask 12.4 % -> 11.4 %
-        and 9.4 % -> 9.3 %).
+    max_growth: a propagated mask more than this many times the object's usual area is a leak.
+        The usual area is a running mean of its own masks' areas (before other objects took their
+        overlapping pixels), each sighting weighing half. Own areas rather than what was left
+        (stage-8 weights): held-out J&F 0.766 -> 0.769 and 0.799 -> 0.804, identity switches
+        26 -> 26 and 24 -> 20. The running mean rather than the last area: an object coming back
+        whole from behind an occluder counted as a leak, and a look-alike then took its place
+        and id (README, tracking section).
     reach, reach_rate: a lost object may come back only within reach + reach_rate * (seconds
         lost) image diagonals of the path from where it was last seen along its last image
         velocity (objects and cameras move continuously; it stops a look-alike elsewhere in the
@@ -231,7 +237,8 @@ class ObjectTracker:
         object's last area whose depth points' median lies more than this many metres from the
         last mask's is not taken (the object is lost this frame). None: off. Chosen from the
         logs of seeds 144-155 and 248-259 (switches 45 -> 10 and 53 -> 54 there), checked on
-        156-167, 200-211 and 272-343 (-1 to +1 a set, on top of near_tracked)."""
+        156-167, 200-211 and 272-343 (-1 to +1 a set, on top of near_tracked). The same medians
+        decide which of two masks covering the same pixels keeps them (_held_by_depth)."""
 
     def __init__(self, predictor: SeemPredictor, *, max_objects: int = 20, min_score: float = 0.55,
                  lost_timeout_s: float = 10.0, min_similarity: float = 0.6, reacquire_similarity: float = 0.85,
@@ -576,6 +583,7 @@ class ObjectTracker:
             return
         (app,), (obj.colour,) = self._look(mask[None], seg.embeddings[:1], emb)
         obj.state, obj.mask, obj.lost_since, obj.area, obj.own_area = TRACKED, mask, None, area, area
+        obj.usual_area = float(area)
         obj.box, obj.box_stamp = _box(mask), stamp
         obj.surface = None                      # the user may have pointed at another object: no jump test next frame
         obj.logits = self._clean_logits(seg.logits[0].float(), mask, emb)
@@ -594,6 +602,7 @@ class ObjectTracker:
                 # The user gave those pixels to another object: they are not this one's own
                 # either (a box around two objects must not make a later leak look like no growth).
                 p.area = p.own_area = np.count_nonzero(p.mask)
+                p.usual_area = min(p.usual_area, p.own_area)
                 if p.area < minpx:
                     p.state, p.mask, p.lost_since = LOST, None, stamp
 
@@ -816,7 +825,7 @@ class ObjectTracker:
         self._finish(items, emb)
         for o, prop, text in pairs:
             ok = (prop.area >= minpx and prop.score >= self.min_score and prop.similarity >= self.min_similarity
-                  and prop.area <= self.max_growth * max(o.own_area, minpx))
+                  and prop.area <= self.max_growth * max(o.own_area, o.usual_area, minpx))
             if text is not None and self._text_better(prop, text, ok, minpx):
                 prop, ok = text, True
             if ok and prop.area > JUMP_GROWTH * max(o.area, 1) and self._jumped(o, prop.mask, emb, view):
@@ -844,7 +853,7 @@ class ObjectTracker:
         if fixed.any():
             for c in chosen.values():
                 c.mask = c.mask & ~fixed
-        final = _resolve_overlaps(chosen)
+        final = _resolve_overlaps(chosen, self._held_by_depth(chosen, emb, view))
         for o in objs:
             c = chosen.get(o.id)
             m = final.get(o.id)
@@ -856,7 +865,9 @@ class ObjectTracker:
                 continue
             o.state, o.lost_since = TRACKED, None
             box = _box(m)
-            o.surface = self._surface_point(m, box, emb, view) if self.max_jump else None
+            # Of its own mask, before others took their pixels (as own_area): a remnant's median
+            # would make the whole object, next frame, look moved.
+            o.surface = self._surface_point(c.mask, _box(c.mask), emb, view) if self.max_jump else None
             if o.box is not None and stamp > o.box_stamp:
                 # Smoothed image-plane velocity between the last two sightings (across a loss
                 # too): where it will come out when it is hidden next.
@@ -867,6 +878,7 @@ class ObjectTracker:
             o.box, o.box_stamp = box, stamp
             o.mask, o.score, o.area = m, c.score, np.count_nonzero(m)
             o.own_area = np.count_nonzero(c.mask)
+            o.usual_area = 0.5 * (o.usual_area + o.own_area)
             o.logits = self._clean_logits(c.logits, m, emb)
             if o.anchor is None:
                 o.anchor = c.appearance
@@ -1004,6 +1016,47 @@ class ObjectTracker:
             return False
         now = self._surface_point(mask, _box(mask), emb, view)
         return now is not None and float(np.linalg.norm(now[0] - o.surface[0])) > self.max_jump
+
+    def _held_by_depth(self, chosen: Dict[int, _Candidate], emb: ImageEmbedding,
+                       view: Optional[CameraView]) -> Dict[int, np.ndarray]:
+        """Pixels an object keeps where its mask and another's cover the same thing (at least half
+        of the smaller): those of the object whose new mask's depth median moved clearly less from
+        its last mask's (`surface`, fixed frame) than the other's did. Without it the more
+        confident mask won, and a mask that slid onto a neighbour as its own object went behind
+        it took that neighbour's pixels and id. Each mask's own move, not the shared pixels'
+        distance to each median: those lie at one side of a large object, often nearer to its
+        neighbour's median than to its own. Needs depth, the camera pose and max_jump (which
+        keeps `surface`)."""
+        held: Dict[int, np.ndarray] = {}
+        if view is None or len(chosen) < 2:
+            return held
+        objs = [self._objects[i] for i in chosen]
+        objs = [o for o in objs if o.surface is not None and o.surface[1] == view.frame]
+        moved: Dict[int, Optional[float]] = {}
+
+        def move(o: _Object) -> Optional[float]:
+            if o.id not in moved:
+                m = chosen[o.id].mask
+                now = self._surface_point(m, _box(m), emb, view)
+                moved[o.id] = None if now is None else float(np.linalg.norm(now[0] - o.surface[0]))
+            return moved[o.id]
+
+        minpx = self._min_pixels(emb)
+        for k, a in enumerate(objs):
+            ma = chosen[a.id].mask
+            for b in objs[k + 1:]:
+                mb = chosen[b.id].mask
+                both = ma & mb
+                n = np.count_nonzero(both)
+                if n < max(minpx, 0.5 * min(np.count_nonzero(ma), np.count_nonzero(mb))):
+                    continue
+                da, db = move(a), move(b)
+                if da is None or db is None:
+                    continue
+                for o, d, e in ((a, da, db), (b, db, da)):
+                    if d < HELD_RATIO * e:
+                        held[o.id] = held[o.id] | both if o.id in held else both
+        return held
 
     def _beside_tracked(self, regions: List[_Candidate], emb: ImageEmbedding,
                         view: Optional[CameraView]) -> List[Optional[Tuple[np.ndarray, float]]]:
@@ -1334,9 +1387,10 @@ def _fit(mask: np.ndarray, size) -> np.ndarray:
     return mask if mask.shape == tuple(size) else resize_mask(mask, size)
 
 
-def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
-    """Disjoint masks: where several masks claim a pixel, the one with the highest
-    score * probability there keeps it."""
+def _resolve_overlaps(chosen: Dict[int, _Candidate],
+                      held: Optional[Dict[int, np.ndarray]] = None) -> Dict[int, np.ndarray]:
+    """Disjoint masks: where several masks claim a pixel, one that `held` gives it to keeps it;
+    otherwise the one with the highest score * probability there."""
     if not chosen:
         return {}
     ids = list(chosen)
@@ -1347,7 +1401,8 @@ def _resolve_overlaps(chosen: Dict[int, _Candidate]) -> Dict[int, np.ndarray]:
     if not contested.any():
         return {i: masks[k] for k, i in enumerate(ids)}
     ys, xs = np.nonzero(contested)                     # only contested pixels need weighing
-    w = np.stack([chosen[i].prob[ys, xs] * chosen[i].score for i in ids])
+    w = np.stack([chosen[i].prob[ys, xs] * chosen[i].score + (held[i][ys, xs] if held and i in held else 0.0)
+                  for i in ids])
     w = np.where(masks[:, ys, xs], w, -1.0)
     owner = w.argmax(0)
     out = {}
