@@ -452,20 +452,24 @@ def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
     assert ObjectTracker(FakePredictor()).max_jump == 0.05
 
 
+def square_in_view(x):
+    """A 16-pixel square of object 2 at column x, its image encoded, a camera (f = 100 px) at the
+    fixed frame's origin, and the square's mask."""
+    from seem_ros.tracking import CameraView
+    pred = FakePredictor()
+    img = draw({2: (x, 40, 16, 16)})
+    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    return pred, img, pred.set_image(img), view, ids_of(img) == 2
+
+
 def test_two_masks_on_one_object_go_to_the_object_whose_depth_is_there():
     """Object 1 went behind its look-alike 2, 30 cm nearer, and both propagated masks now cover 2
     equally confidently (as the bundled model's do for same-coloured objects). With depth and the
     camera pose, 2 keeps the pixels: its mask's depth median moved 1 cm from its last one, 1's
     35 cm (1 is left with nothing: lost). Without depth medians the tie goes to the first
     added; where neither moved clearly less, depth decides nothing."""
-    from seem_ros.tracking import CameraView
     from seem_ros.tracking.tracker import TRACKED, _Candidate, _Object, _resolve_overlaps
-    pred = FakePredictor()
-    img = draw({2: (50, 40, 16, 16)})
-    emb = pred.set_image(img)
-    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
-    view = CameraView(K, np.eye(4))
-    m = ids_of(img) == 2
+    pred, img, emb, view, m = square_in_view(50)
     tr = ObjectTracker(pred)
     tr.set_depth(emb, np.where(m, 1.0, 2.0).astype(np.float32))
     here = tr._surface_point(m, np.array([50, 40, 66, 56]), emb, view)[0]
@@ -511,14 +515,9 @@ def test_a_region_beside_a_tracked_object_does_not_go_to_a_lost_one_from_farther
     from where a lost look-alike was placed is a piece of the tracked one its mask missed: the
     lost one does not take it. Where no tracked object stands near it, or with near_tracked off,
     it does; and a lost object placed right there still does, next to a tracked one."""
-    from seem_ros.tracking import CameraView
     from seem_ros.tracking.tracker import LOST, TRACKED, _Candidate, _Object
-    pred = FakePredictor()
-    img = draw({2: (70, 40, 16, 16)})
-    emb = pred.set_image(img)
-    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
-    view = CameraView(K, np.eye(4))
-    m = ids_of(img) == 2
+    pred, img, emb, view, m = square_in_view(70)
+    K = view.K
     region = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
     at = np.median(np.stack(np.nonzero(m), 1), 0)                 # (row, column) of its middle
     centre = np.array([(at[1] + 0.5 - 64) / 100, (at[0] + 0.5 - 48) / 100, 1.0])

@@ -1036,23 +1036,35 @@ class ObjectTracker:
 
         def move(o: _Object) -> Optional[float]:
             if o.id not in moved:
-                m = chosen[o.id].mask
-                now = self._surface_point(m, _box(m), emb, view)
+                now = self._surface_point(chosen[o.id].mask, np.array(boxes[o.id], float), emb, view)
                 moved[o.id] = None if now is None else float(np.linalg.norm(now[0] - o.surface[0]))
             return moved[o.id]
 
         minpx = self._min_pixels(emb)
+        # Pairs are compared on their boxes' overlap only: every frame, most pairs have none.
+        boxes = {o.id: mask_box(chosen[o.id].mask) for o in objs}
+        objs = [o for o in objs if boxes[o.id] is not None]
+        areas: Dict[int, int] = {}
+
+        def area(o: _Object) -> int:
+            if o.id not in areas:
+                areas[o.id] = np.count_nonzero(chosen[o.id].mask)
+            return areas[o.id]
+
         for k, a in enumerate(objs):
-            ma = chosen[a.id].mask
             for b in objs[k + 1:]:
-                mb = chosen[b.id].mask
-                both = ma & mb
-                n = np.count_nonzero(both)
-                if n < max(minpx, 0.5 * min(np.count_nonzero(ma), np.count_nonzero(mb))):
+                (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a.id], boxes[b.id]
+                x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                crop = chosen[a.id].mask[y0:y1, x0:x1] & chosen[b.id].mask[y0:y1, x0:x1]
+                if np.count_nonzero(crop) < max(minpx, 0.5 * min(area(a), area(b))):
                     continue
                 da, db = move(a), move(b)
                 if da is None or db is None:
                     continue
+                both = np.zeros_like(chosen[a.id].mask)
+                both[y0:y1, x0:x1] = crop
                 for o, d, e in ((a, da, db), (b, db, da)):
                     if d < HELD_RATIO * e:
                         held[o.id] = held[o.id] | both if o.id in held else both
