@@ -1032,6 +1032,10 @@ class ObjectTracker:
             return held
         objs = [self._objects[i] for i in chosen]
         objs = [o for o in objs if o.surface is not None and o.surface[1] == view.frame]
+        # Pairs are compared on their boxes' overlap only: every frame, most pairs have none.
+        boxes = {o.id: mask_box(chosen[o.id].mask) for o in objs}
+        objs = [o for o in objs if boxes[o.id] is not None]
+        minpx = self._min_pixels(emb)
         moved: Dict[int, Optional[float]] = {}
 
         def move(o: _Object) -> Optional[float]:
@@ -1040,10 +1044,6 @@ class ObjectTracker:
                 moved[o.id] = None if now is None else float(np.linalg.norm(now[0] - o.surface[0]))
             return moved[o.id]
 
-        minpx = self._min_pixels(emb)
-        # Pairs are compared on their boxes' overlap only: every frame, most pairs have none.
-        boxes = {o.id: mask_box(chosen[o.id].mask) for o in objs}
-        objs = [o for o in objs if boxes[o.id] is not None]
         areas: Dict[int, int] = {}
 
         def area(o: _Object) -> int:
