@@ -472,7 +472,7 @@ def test_two_masks_on_one_object_go_to_the_object_whose_depth_is_there():
     pred, img, emb, view, m = square_in_view(50)
     tr = ObjectTracker(pred)
     tr.set_depth(emb, np.where(m, 1.0, 2.0).astype(np.float32))
-    here = tr._surface_point(m, np.array([50, 40, 66, 56]), emb, view)[0]
+    here = tr._surface_point(m, emb, view)[0]
 
     def owners(surfaces):
         for oid, p in surfaces.items():

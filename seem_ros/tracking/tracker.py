@@ -159,6 +159,8 @@ class _Candidate:
     score: float = 0.0
     area: int = 0
     similarity: float = 0.0
+    surface: Optional[Tuple[np.ndarray, str]] = None    # depth median of `of` (see _surface_of)
+    of: Optional[np.ndarray] = None
 
 
 # max_jump applies to propagated masks this many times the object's last area (see _decide).
@@ -828,7 +830,7 @@ class ObjectTracker:
                   and prop.area <= self.max_growth * max(o.own_area, o.usual_area, minpx))
             if text is not None and self._text_better(prop, text, ok, minpx):
                 prop, ok = text, True
-            if ok and prop.area > JUMP_GROWTH * max(o.area, 1) and self._jumped(o, prop.mask, emb, view):
+            if ok and prop.area > JUMP_GROWTH * max(o.area, 1) and self._jumped(o, prop, emb, view):
                 # Grown by half and moved in depth: it spread onto another object (held-out
                 # sequences: 25 of 13,301 frames of a mask staying on its object do both, 14 of
                 # 33 where it changed objects). Lost now, it is found again by re-identification.
@@ -867,7 +869,7 @@ class ObjectTracker:
             box = _box(m)
             # Of its own mask, before others took their pixels (as own_area): a remnant's median
             # would make the whole object, next frame, look moved.
-            o.surface = self._surface_point(c.mask, _box(c.mask), emb, view) if self.max_jump else None
+            o.surface = self._surface_of(c, emb, view) if self.max_jump else None
             if o.box is not None and stamp > o.box_stamp:
                 # Smoothed image-plane velocity between the last two sightings (across a loss
                 # too): where it will come out when it is hidden next.
@@ -992,14 +994,23 @@ class ObjectTracker:
             used.add(k)
         return out
 
-    def _surface_point(self, mask: np.ndarray, box: Optional[np.ndarray], emb: ImageEmbedding,
+    def _surface_of(self, c: _Candidate, emb: ImageEmbedding,
+                    view: Optional[CameraView]) -> Optional[Tuple[np.ndarray, str]]:
+        """_surface_point of c's mask, kept on c while its mask stays the same object: the jump
+        test, the shared-pixels test and the object's record read the same median."""
+        if c.of is not c.mask:
+            c.surface, c.of = self._surface_point(c.mask, emb, view), c.mask
+        return c.surface
+
+    def _surface_point(self, mask: np.ndarray, emb: ImageEmbedding,
                        view: Optional[CameraView]) -> Optional[Tuple[np.ndarray, str]]:
         """The median of the mask's depth points (about 2,000 of them at most) in the fixed frame,
         with the frame's name; None without depth, a camera pose or enough points."""
-        z, _ = self._z(emb) if view is not None and box is not None else (None, 0.0)
-        if z is None:
+        z, _ = self._z(emb) if view is not None else (None, 0.0)
+        box = None if z is None else mask_box(mask)
+        if box is None:
             return None
-        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = box
         step = max(1, int(np.sqrt(np.count_nonzero(mask[y0:y1, x0:x1]) / 2000)))
         K = view.K / step                           # the box's crop, every step-th pixel
         K[:2, 2] = (view.K[0, 2] - x0) / step, (view.K[1, 2] - y0) / step
@@ -1009,12 +1020,12 @@ class ObjectTracker:
             return None
         return view.T_fixed_cam[:3, :3] @ np.median(pts, 0) + view.T_fixed_cam[:3, 3], view.frame
 
-    def _jumped(self, o: _Object, mask: np.ndarray, emb: ImageEmbedding, view: Optional[CameraView]) -> bool:
+    def _jumped(self, o: _Object, c: _Candidate, emb: ImageEmbedding, view: Optional[CameraView]) -> bool:
         """Whether a propagated mask's depth points lie more than max_jump from the object's last
         mask's (both medians in the fixed frame): a mask that grew onto another object."""
         if not self.max_jump or o.surface is None or view is None or o.surface[1] != view.frame:
             return False
-        now = self._surface_point(mask, _box(mask), emb, view)
+        now = self._surface_of(c, emb, view)
         return now is not None and float(np.linalg.norm(now[0] - o.surface[0])) > self.max_jump
 
     def _held_by_depth(self, chosen: Dict[int, _Candidate], emb: ImageEmbedding,
@@ -1040,7 +1051,7 @@ class ObjectTracker:
 
         def move(o: _Object) -> Optional[float]:
             if o.id not in moved:
-                now = self._surface_point(chosen[o.id].mask, np.array(boxes[o.id], float), emb, view)
+                now = self._surface_of(chosen[o.id], emb, view)
                 moved[o.id] = None if now is None else float(np.linalg.norm(now[0] - o.surface[0]))
             return moved[o.id]
 
@@ -1084,7 +1095,7 @@ class ObjectTracker:
             return out
         placed = np.stack(placed)
         for k, r in enumerate(regions):
-            at = self._surface_point(r.mask, _box(r.mask), emb, view)
+            at = self._surface_of(r, emb, view)
             if at is None:
                 continue
             q = at[0]
