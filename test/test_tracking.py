@@ -452,6 +452,34 @@ def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
     assert ObjectTracker(FakePredictor()).max_jump == 0.05
 
 
+def test_the_frame_right_after_a_prompt_has_the_jump_test():
+    """As the node does it: the prompt and the frame's update on the same image, then the next
+    frame. The prompted mask's depth median is kept on that update (the object was not
+    propagated there), so a spread onto a look-alike 30 cm behind on the very next frame is not
+    taken; without the camera pose on the prompt's frame there is no median to compare with."""
+    from seem_ros.tracking import CameraView
+    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    first = draw({1: (30, 40, 16, 16)})
+    spread = draw({1: (30, 40, 16, 16), 2: (0, 0, 1, 1)})
+    spread[40:56, 46:62, 0] = 10                       # a look-alike touching it on the right ...
+    deep = np.full((H, W), 1.0, np.float32)
+    deep[40:56, 46:62] = 1.3                           # ... 30 cm behind
+
+    def next_frame(prompt_view):
+        pred = FakePredictor()
+        tr = ObjectTracker(pred)
+        emb = pred.set_image(first)
+        tr.set_depth(emb, np.ones((H, W), np.float32))
+        tid = tr.add(click(first, 1), emb, 0.0).id
+        tr.update(emb, 0.0, prompt_view)
+        emb = pred.set_image(spread)
+        tr.set_depth(emb, deep)
+        return {t.id: t for t in tr.update(emb, 0.1, view)}[tid]
+
+    assert next_frame(view).state == "lost"
+    assert next_frame(None).state == "tracked"
+
+
 def square_in_view(x):
     """A 16-pixel square of object 2 at column x, its image encoded, a camera (f = 100 px) at the
     fixed frame's origin, and the square's mask."""

@@ -471,6 +471,13 @@ class ObjectTracker:
         for o in list(self._objects.values()):
             if o.state == LOST and o.lost_since is not None and stamp - o.lost_since > self.lost_timeout_s:
                 del self._objects[o.id]
+        if view is not None and self.max_jump:
+            for o in self._objects.values():
+                if o.surface is None and o.state == TRACKED and o.mask is not None and o.on(embedding):
+                    # Prompted on this very image: the next frame's jump and shared-pixel tests
+                    # then have the prompted mask's median (the frame after a prompt is where a
+                    # mask spills onto a neighbour the prompt did not cover).
+                    o.surface = self._surface_point(o.mask, embedding, view)
         todo = [o for o in self._objects.values() if not o.on(embedding)]
         for o in todo:
             o.age_frames += 1
