@@ -388,10 +388,9 @@ def test_a_partial_view_does_not_move_the_placed_position():
     visible part's centroid creeps away from its centre, which is neither where it is nor a
     velocity. Its placed position (where it is looked for once lost) stays the last whole view's;
     a whole view moves it again."""
-    from seem_ros.tracking import CameraView
     from seem_ros.tracking.tracker import TRACKED, _Object
     tr = ObjectTracker(FakePredictor())
-    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    view = camera_at_origin()
     o = _Object(1, click(draw({2: (54, 8, 20, 20)}), 2), "", 0.0, state=TRACKED)
     tr._objects[1] = o
 
@@ -417,6 +416,23 @@ def test_a_partial_view_does_not_move_the_placed_position():
     np.testing.assert_allclose(o.where.position, [0.46, -0.3, 1.0])
 
 
+def camera_at_origin():
+    """A camera (f = 100 px, centre (64, 48)) at the fixed frame's origin."""
+    from seem_ros.tracking import CameraView
+    return CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+
+
+def spread_onto_deeper():
+    """Object 1 (a 16-pixel square) alone; the next image, where a same-coloured look-alike
+    touches it on the right; and that image's depth: 1 m, the look-alike 30 cm behind."""
+    first = draw({1: (30, 40, 16, 16)})
+    spread = draw({1: (30, 40, 16, 16), 2: (0, 0, 1, 1)})
+    spread[40:56, 46:62, 0] = 10
+    deep = np.full((H, W), 1.0, np.float32)
+    deep[40:56, 46:62] = 1.3
+    return first, spread, deep
+
+
 def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
     """With depth and the camera pose, a propagated mask that doubled by spreading onto a
     look-alike standing 30 cm behind the object (the oracle holds same-id pixels as one object,
@@ -425,9 +441,8 @@ def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
     30 cm back), the object is lost on that frame. The same spread with no depth difference in
     the median's way (depth off, or max_jump off) is taken whole; a 10 cm move with no growth is
     taken too."""
-    from seem_ros.tracking import CameraView
-    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
-    first = draw({1: (30, 40, 16, 16)})
+    view = camera_at_origin()
+    first, spread, deep = spread_onto_deeper()
     depth0 = np.full((H, W), 1.0, np.float32)
 
     def second_frame(img, depth, **kw):
@@ -442,10 +457,6 @@ def test_a_mask_that_grows_onto_something_deeper_is_not_taken():
             track = {t.id: t for t in tr.update(emb, stamp, view)}[tid]    # its depth median is kept
         return track
 
-    spread = draw({1: (30, 40, 16, 16), 2: (0, 0, 1, 1)})
-    spread[40:56, 46:62, 0] = 10                       # a look-alike touching it on the right ...
-    deep = depth0.copy()
-    deep[40:56, 46:62] = 1.3                           # ... 30 cm behind
     own = ids_of(first) == 1
     cut = second_frame(spread, deep).mask
     assert not (cut & ~own).any() and cut.sum() > 0.95 * own.sum()              # the object, not the look-alike
@@ -463,13 +474,8 @@ def test_the_frame_right_after_a_prompt_has_the_jump_test():
     propagated there), so a spread onto a look-alike 30 cm behind on the very next frame is not
     taken whole (it is cut back to the object); without the camera pose on the prompt's frame
     there is no median to compare with."""
-    from seem_ros.tracking import CameraView
-    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
-    first = draw({1: (30, 40, 16, 16)})
-    spread = draw({1: (30, 40, 16, 16), 2: (0, 0, 1, 1)})
-    spread[40:56, 46:62, 0] = 10                       # a look-alike touching it on the right ...
-    deep = np.full((H, W), 1.0, np.float32)
-    deep[40:56, 46:62] = 1.3                           # ... 30 cm behind
+    view = camera_at_origin()
+    first, spread, deep = spread_onto_deeper()
 
     def next_frame(prompt_view):
         pred = FakePredictor()
@@ -491,10 +497,9 @@ def test_the_frame_right_after_a_prompt_has_the_jump_test():
 def square_in_view(x):
     """A 16-pixel square of object 2 at column x, its image encoded, a camera (f = 100 px) at the
     fixed frame's origin, and the square's mask."""
-    from seem_ros.tracking import CameraView
     pred = FakePredictor()
     img = draw({2: (x, 40, 16, 16)})
-    view = CameraView(np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]]), np.eye(4))
+    view = camera_at_origin()
     return pred, img, pred.set_image(img), view, ids_of(img) == 2
 
 
