@@ -383,6 +383,35 @@ def test_with_the_camera_pose_a_lost_object_is_looked_for_where_its_3d_position_
     assert tr._expected(lost[0], 1.5, CameraView(K, behind)) is None
 
 
+def test_an_object_expected_just_outside_the_image_may_already_be_in_view():
+    """A lost object whose 3D position projects just past the left border (a placed position is
+    a few pixels off) competes for a region inside the image next to that border, and takes it
+    from a look-alike left farther away. Projected farther out than OUTSIDE_SLACK (0.02 of the
+    image diagonal: 3 pixels here), it can only come back across the border, and the look-alike
+    takes the region."""
+    from seem_ros.tracking.tracker import LOST, TRACKED, _Candidate, _Object
+    pred = FakePredictor()
+    emb = pred.set_image(draw({2: (4, 40, 16, 16)}))
+    view = camera_at_origin()
+    m = ids_of(draw({2: (4, 40, 16, 16)})) == 2                  # 4 pixels from the border
+    region = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
+
+    def winner(x_left, stamp):
+        tr = ObjectTracker(pred)
+        for oid, x in ((1, x_left), (2, 30)):                   # 2: inside, 10 pixels to the right
+            box = np.array([x, 40, x + 16, 56], float)
+            tr._objects[oid] = _Object(oid, click(draw({2: (4, 40, 16, 16)}), 2), "", 0.0, state=TRACKED,
+                                       anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=box, box_stamp=0.9)
+            tr.place({oid: np.array([(x + 8 - 64) / 100, 0.0, 1.0])}, view, 0.9)
+            tr._objects[oid].state, tr._objects[oid].lost_since = LOST, 1.0
+        tr._similarity = lambda o, app, e: 0.95
+        return set(tr._reacquire(list(tr._objects.values()), [region], np.zeros((H, W), bool), emb, stamp, view))
+
+    assert winner(-18, 1.5) == {1}             # 2 pixels outside: the nearer one
+    assert winner(-21, 1.5) == {2}             # 5 pixels outside
+    assert winner(-31, 2.0) == {2}             # 15 pixels outside (within its reach by then)
+
+
 def test_a_partial_view_does_not_move_the_placed_position():
     """An object leaving the image (or going behind another) shows less and less of itself: its
     visible part's centroid creeps away from its centre, which is neither where it is nor a

@@ -170,6 +170,13 @@ JUMP_GROWTH = 1.5
 HELD_RATIO = 0.5
 # near_tracked: a region must also be this many times nearer to the tracked object than to the lost one.
 BESIDE_RATIO = 0.5
+# A lost object projected wholly outside the image comes back only across the border, unless it
+# is projected less than this fraction of the image diagonal outside: its position, from the last
+# whole view, is a few pixels off. Without it a cone 1 pixel "outside" could not take its own
+# region inside, and a mug 22 cm away took it (seed 412); 0.07 let a mug known to be well out of
+# view take a cylinder's region again (seed 25). Switches: unseen 368-463 190 -> 168, tuning sets
+# 168 -> 177 (text only), fresh 512-559 80 -> 80 (README, tracking section).
+OUTSIDE_SLACK = 0.02
 
 
 class ObjectTracker:
@@ -963,7 +970,7 @@ class ObjectTracker:
                     gap = _gap(boxes[k], expected)
                     if gap > limit:
                         continue                        # it cannot be there (yet)
-                    if placed and not edge[k] and _outside(expected, W, H):
+                    if placed and not edge[k] and _outside(expected, W, H, OUTSIDE_SLACK * diag):
                         continue                        # out of view: it can only come in across the border
                     if placed and beside[k] is not None:
                         # Right beside a tracked object and far from where this one should be:
@@ -1367,9 +1374,9 @@ def _at_border(b: np.ndarray, W: int, H: int) -> bool:
     return bool(b[0] <= 0 or b[1] <= 0 or b[2] >= W or b[3] >= H)
 
 
-def _outside(b: np.ndarray, W: int, H: int) -> bool:
-    """Whether box b lies wholly outside a W x H image."""
-    return bool(b[2] <= 0 or b[0] >= W or b[3] <= 0 or b[1] >= H)
+def _outside(b: np.ndarray, W: int, H: int, margin: float) -> bool:
+    """Whether box b lies wholly outside a W x H image, by more than margin pixels."""
+    return bool(b[2] <= -margin or b[0] >= W + margin or b[3] <= -margin or b[1] >= H + margin)
 
 
 def _centre(b: np.ndarray) -> np.ndarray:
