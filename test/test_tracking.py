@@ -390,17 +390,14 @@ def test_an_object_expected_just_outside_the_image_may_already_be_in_view():
     image diagonal: 3 pixels here), it can only come back across the border, and the look-alike
     takes the region."""
     from seem_ros.tracking.tracker import LOST, TRACKED, _Candidate, _Object
-    pred = FakePredictor()
-    emb = pred.set_image(draw({2: (4, 40, 16, 16)}))
-    view = camera_at_origin()
-    m = ids_of(draw({2: (4, 40, 16, 16)})) == 2                  # 4 pixels from the border
+    pred, img, emb, view, m = square_in_view(4)                 # 4 pixels from the border
     region = _Candidate(1, "reference", torch.zeros(H // 4, W // 4), torch.ones(C), m, torch.ones(H, W))
 
     def winner(x_left, stamp):
         tr = ObjectTracker(pred)
         for oid, x in ((1, x_left), (2, 30)):                   # 2: inside, 10 pixels to the right
             box = np.array([x, 40, x + 16, 56], float)
-            tr._objects[oid] = _Object(oid, click(draw({2: (4, 40, 16, 16)}), 2), "", 0.0, state=TRACKED,
+            tr._objects[oid] = _Object(oid, click(img, 2), "", 0.0, state=TRACKED,
                                        anchor=torch.ones(2 * C) / np.sqrt(2 * C), box=box, box_stamp=0.9)
             tr.place({oid: np.array([(x + 8 - 64) / 100, 0.0, 1.0])}, view, 0.9)
             tr._objects[oid].state, tr._objects[oid].lost_since = LOST, 1.0
