@@ -577,6 +577,42 @@ def test_a_mask_coming_back_whole_after_a_partial_view_is_not_a_leak():
     assert states([whole, whole, spread]) == ["tracked", "tracked", "lost"]
 
 
+def test_an_object_whose_mask_fails_on_a_frame_still_competes_for_its_region():
+    """Object 1, three frames mostly hidden, comes back whole: five times its last mask, more
+    than max_growth of its recent size, so its propagated mask is refused on that frame. Its
+    look-alike 2, hidden just beside it, finds that region. The region goes to the object
+    that was just there: before, only objects lost on earlier frames competed, and 2 took it."""
+    pred = FakePredictor()
+
+    def frame(hide1: bool) -> np.ndarray:
+        img = draw({1: (40, 40, 20, 20)})
+        img[40:60, 64:84, 0] = 10                                    # 2: a look-alike of 1 (same colour)
+        img[38:62, 62:86, 0] = 30                                    # ... hidden from frame 1 on
+        if hide1:
+            img[40:60, 40:56, 0] = 40                                # 1: 4 of its 20 columns in view
+        return img
+
+    first = draw({1: (40, 40, 20, 20)})
+    first[40:60, 64:84, 0] = 10
+    frames = [frame(True)] * 3 + [frame(False)]
+
+    def owner(rejoin: bool):
+        tr = ObjectTracker(pred, rejoin=rejoin)
+        emb = pred.set_image(first)
+        a = tr.add(ObjectPrompt("point", visual=VisualPrompt(points=[[50.5, 50.5]])), emb, 0.0).id
+        b = tr.add(ObjectPrompt("point", visual=VisualPrompt(points=[[74.5, 50.5]])), emb, 0.0).id
+        for i, img in enumerate(frames, 1):
+            tracks = {t.id: t for t in tr.update(pred.set_image(img), 0.1 * i)}
+        whole = ids_of(frames[-1]) == 1
+        return {tid: (t.state, 0.0 if t.mask is None else iou(t.mask, whole)) for tid, t in tracks.items()}, a, b
+
+    got, a, b = owner(True)
+    assert got[a][0] == "tracked" and got[a][1] > 0.95 and got[b][0] == "lost"
+    assert ObjectTracker(pred).rejoin                                 # the default
+    got, a, b = owner(False)
+    assert got[b][0] == "tracked" and got[b][1] > 0.95 and got[a][0] == "lost"   # the switch it prevents
+
+
 def test_a_region_beside_a_tracked_object_does_not_go_to_a_lost_one_from_farther_away():
     """With depth and the camera pose, a region 3 cm from where a tracked object stands and 30 cm
     from where a lost look-alike was placed is a piece of the tracked one its mask missed: the
