@@ -253,7 +253,7 @@ class ObjectTracker:
         too much, cut away by the depth test) competes on that same frame, as a lost object,
         for the regions the lost objects' searches found. Without it a lost look-alike took such
         an object's region unopposed (seed 538: a red cone coming in at the border, its mask
-        shrunk to 11 pixels, and its region went to a lost red mug placed 20 cm away). Identity
+        shrunk to 11 pixels; its region went to a lost red mug placed 20 cm away). Identity
         switches: tuning sets 144-367 177 -> 163, unseen 368-463 168 -> 156, fresh 512-559
         80 -> 92 (one sequence, 557: +12); J&F within 0.004 everywhere (README)."""
 
