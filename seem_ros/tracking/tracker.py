@@ -923,15 +923,15 @@ class ObjectTracker:
 
     def _reacquire(self, lost: List[_Object], cands: List[_Candidate], taken: np.ndarray,
                    emb: ImageEmbedding, stamp: float, view: Optional[CameraView] = None) -> Dict[int, _Candidate]:
-        """Re-identification of lost objects, jointly: every region any lost object's prompt
-        found (its connected parts, minus pixels other objects hold) is scored against every lost
-        object's appearance, and regions go to objects best match first, one each. So when two
-        similar-looking objects are both lost and one comes back, it goes to the one it resembles
-        most, not to whichever prompt happened to find it. A region needs a confident mask, an
-        appearance similarity >= reacquire_similarity and to lie within reach of where the object
-        was last seen; an object never seen yet (a phrase or a
-        reference image that matched nothing when it was added) may take the region its own
-        prompt found."""
+        """Re-identification of lost objects (with `rejoin`, also those whose mask was refused on
+        this frame), jointly: every region any lost object's prompt found (its connected parts,
+        minus pixels other objects hold) is scored against every lost object's appearance, and
+        regions go to objects best match first, one each. So when two similar-looking objects
+        are both lost and one comes back, it goes to the one it resembles most, not to whichever
+        prompt happened to find it. A region needs a confident mask, an appearance similarity >=
+        reacquire_similarity and to lie within reach of where the object was last seen; an
+        object never seen yet (a phrase or a reference image that matched nothing when it was
+        added) may take the region its own prompt found."""
         minpx = self._min_pixels(emb)
         regions: List[_Candidate] = []
         for c in cands:
@@ -961,9 +961,10 @@ class ObjectTracker:
         edge = [_at_border(b, W, H) for b in boxes]
         # Where each lost object seen before could be now (None: behind the camera), how far from
         # there it may be, and whether that comes from its 3D position: once, not per region.
-        gates = {o.id: (self._expected(o, stamp, view),
-                        (self.reach + self.reach_rate * (0.0 if o.lost_since is None else max(stamp - o.lost_since, 0.0)))
-                        * diag,
+        def lost_for(o: _Object) -> float:                 # 0 for an object whose mask was refused just now
+            return 0.0 if o.lost_since is None else max(stamp - o.lost_since, 0.0)
+
+        gates = {o.id: (self._expected(o, stamp, view), (self.reach + self.reach_rate * lost_for(o)) * diag,
                         self._placed(o, view) is not None)
                  for o in lost if o.box is not None}
         beside = self._beside_tracked(uniq, emb, view)
