@@ -584,16 +584,16 @@ def test_an_object_whose_mask_fails_on_a_frame_still_competes_for_its_region():
     that was just there: before, only objects lost on earlier frames competed, and 2 took it."""
     pred = FakePredictor()
 
-    def frame(hide1: bool) -> np.ndarray:
+    def frame(hide1: bool, hide2: bool = True) -> np.ndarray:
         img = draw({1: (40, 40, 20, 20)})
         img[40:60, 64:84, 0] = 10                                    # 2: a look-alike of 1 (same colour)
-        img[38:62, 62:86, 0] = 30                                    # ... hidden from frame 1 on
+        if hide2:
+            img[38:62, 62:86, 0] = 30                                # ... hidden from frame 1 on
         if hide1:
             img[40:60, 40:56, 0] = 40                                # 1: 4 of its 20 columns in view
         return img
 
-    first = draw({1: (40, 40, 20, 20)})
-    first[40:60, 64:84, 0] = 10
+    first = frame(False, hide2=False)
     frames = [frame(True)] * 3 + [frame(False)]
 
     def owner(rejoin: bool):
